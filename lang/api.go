@@ -23,6 +23,20 @@ type LoadOptions struct {
 	// Getenv looks up environment variables for the env() function and
 	// HACTL_VAR_* variable values; nil means os.Getenv.
 	Getenv func(string) string
+	// Dir is the configuration directory. LoadFiles treats the *.hcl entries
+	// of the map that sit directly in Dir ("" means the map's top level) as
+	// the configuration, and every other entry as a file that role sources,
+	// file() and templatefile() may read. When Dir is not "", files missing
+	// from the map are read from disk, confined to Dir (and a roles/
+	// directory next to it). Load sets it.
+	Dir string
+}
+
+// KindLister is an optional interface of Schemas: when implemented, the
+// diagnostic for an unknown resource kind lists the known kinds. Kinds must
+// return the names sorted and be safe for concurrent use.
+type KindLister interface {
+	Kinds() []string
 }
 
 // Load reads every *.hcl file in dir (not recursively; role sources are
@@ -36,14 +50,14 @@ type LoadOptions struct {
 // NodeFacts are the per-node values that resource bodies may refer to as
 // node.* and cluster.*; converge and the agent build them.
 type NodeFacts struct {
-	Name       string            // web-2
-	Role       string            // web
-	Slot       int               // 2
-	Generation int               // rebuild counter of the slot
-	Address    string            // primary IP address
-	Dir        string            // the node's root directory ("/" on real machines)
-	OSFamily   string            // debian, redhat, unknown
-	Cluster    string            // cluster name
+	Name       string // web-2
+	Role       string // web
+	Slot       int    // 2
+	Generation int    // rebuild counter of the slot
+	Address    string // primary IP address
+	Dir        string // the node's root directory ("/" on real machines)
+	OSFamily   string // debian, redhat, unknown
+	Cluster    string // cluster name
 	// Members maps a role name to the addresses of its live members, sorted by name.
 	Members map[string][]Member
 }

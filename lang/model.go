@@ -22,10 +22,16 @@ type Config struct {
 	Roles []*Role
 	// Variables holds the final value of every declared variable.
 	Variables map[string]cty.Value
+	// Sensitive names the variables declared sensitive = true: their values
+	// must never be printed or logged.
+	Sensitive map[string]bool
 	// Locals holds the evaluated value of every local.
 	Locals map[string]cty.Value
 	// Files maps each loaded file name to its bytes, for diagnostic snippets.
 	Files map[string][]byte
+
+	src    *sources // confined file access for file() and templatefile()
+	getenv func(string) string
 }
 
 // Role returns the role with the given name, or nil.
@@ -148,11 +154,11 @@ const (
 
 // Data is a `data "NAME" { ... }` block: state the role keeps and must not lose.
 type Data struct {
-	Name     string
-	Path     string
-	Mode     string        // sync, async, none
-	Interval time.Duration // async replication interval (the accepted RPO)
-	Backups  []Backup
+	Name      string
+	Path      string
+	Mode      string        // sync, async, none
+	Interval  time.Duration // async replication interval (the accepted RPO)
+	Backups   []Backup
 	DeclRange hcl.Range
 }
 

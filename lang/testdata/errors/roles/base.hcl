@@ -1,0 +1,5 @@
+role "base" {
+  count = 3
+  resource "file" "x" {
+  }
+}

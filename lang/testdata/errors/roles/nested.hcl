@@ -1,0 +1,3 @@
+role "n" {
+  source = "two.hcl" # ERROR: Nested role source
+}
