@@ -1,0 +1,559 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/hactl/hactl/plan"
+)
+
+// Node is one member of the control plane. Create it with New and run it
+// with Run; the other methods are safe for concurrent use at any time.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	ms   *membership
+	stop chan struct{}
+	wg   sync.WaitGroup // every goroutine the node starts
+
+	netTrans  *memberlist.NetTransport
+	raftAddr  string
+	serverTLS *tls.Config
+	clientTLS *tls.Config
+	stream    raft.StreamLayer // bound at New, consumed by the first raft
+	store     *raftboltdb.BoltStore
+	snaps     raft.SnapshotStore
+	ran       atomic.Bool
+
+	mu       sync.Mutex // guards the fields below
+	meta     nodeMeta
+	r        *raft.Raft
+	fsm      *fsm
+	ml       *memberlist.Memberlist
+	local    []Event // decisions taken without the log
+	held     map[string]bool
+	fenced   bool // self-fenced
+	tasks    map[string]bool
+	hadQuor  bool
+	noQuorum time.Time // since when quorum is missing (zero when present)
+	quorum   bool
+	barrier  uint64 // term for which the leader has applied a barrier
+	lastLone time.Time
+	noted    map[string]bool
+}
+
+// New validates cfg, opens the raft store and binds the gossip and raft
+// sockets (so Addr is known before Run). Run must be called to release them.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	lg = lg.With("node", cfg.Name)
+	n := &Node{cfg: cfg, log: lg, stop: make(chan struct{}), held: map[string]bool{}, tasks: map[string]bool{}, fsm: newFSM()}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node %s data dir: %w", cfg.Name, err)
+	}
+	var err error
+	if n.serverTLS, n.clientTLS, err = cfg.TLS.tlsConfigs(); err != nil {
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
+	}
+	ip := cfg.BindAddr.String()
+	n.netTrans, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{ip}, BindPort: cfg.GossipPort, Logger: n.stdLogger("memberlist"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %s gossip listen %s:%d: %w", cfg.Name, ip, cfg.GossipPort, err)
+	}
+	ts, err := listenTLS(net.JoinHostPort(ip, strconv.Itoa(cfg.RaftPort)), n.serverTLS, n.clientTLS)
+	if err != nil {
+		n.netTrans.Shutdown()
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
+	}
+	n.raftAddr = ts.Addr().String()
+	n.stream = ts
+	if n.store, err = raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db")); err != nil {
+		ts.Close()
+		n.netTrans.Shutdown()
+		return nil, fmt.Errorf("node %s raft store: %w", cfg.Name, err)
+	}
+	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, n.hcLogger()); err != nil {
+		n.store.Close()
+		ts.Close()
+		n.netTrans.Shutdown()
+		return nil, fmt.Errorf("node %s snapshots: %w", cfg.Name, err)
+	}
+	formed, err := raft.HasExistingState(n.store, n.store, n.snaps)
+	if err != nil {
+		n.store.Close()
+		ts.Close()
+		n.netTrans.Shutdown()
+		return nil, fmt.Errorf("node %s raft state: %w", cfg.Name, err)
+	}
+	n.meta = nodeMeta{Role: cfg.Role, Slot: cfg.Slot, Generation: cfg.Generation, RaftAddr: n.raftAddr,
+		Voter: cfg.Voter, Witness: cfg.Witness, Formed: formed}
+	n.ms = newMembership(cfg.Name, n.localMeta, lg, &n.wg, n.stop)
+	return n, nil
+}
+
+// GossipAddr is the host:port peers join.
+func (n *Node) GossipAddr() string {
+	return net.JoinHostPort(n.cfg.BindAddr.String(), strconv.Itoa(n.netTrans.GetAutoBindPort()))
+}
+
+// RaftAddr is the host:port of the raft transport.
+func (n *Node) RaftAddr() string { return n.raftAddr }
+
+// Name is the node's member name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// View returns the read-only membership view.
+func (n *Node) View() View { return n.ms }
+
+func serverID(name string, gen int) raft.ServerID {
+	return raft.ServerID(fmt.Sprintf("%s@%d", name, gen))
+}
+
+// parseServerID splits "web-2@3".
+func parseServerID(id raft.ServerID) (string, int) {
+	name, g, ok := strings.Cut(string(id), "@")
+	if !ok {
+		return name, 0
+	}
+	gen, _ := strconv.Atoi(g)
+	return name, gen
+}
+
+func (n *Node) localMeta() nodeMeta {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m := n.meta
+	m.VIPs = slices.Clone(m.VIPs)
+	return m
+}
+
+// SetHealth publishes the node's health in gossip.
+func (n *Node) SetHealth(h plan.Health) { n.updateMeta(func(m *nodeMeta) { m.Health = h }) }
+
+// SetRevision publishes the configuration revision the node converged.
+func (n *Node) SetRevision(rev string) { n.updateMeta(func(m *nodeMeta) { m.Revision = rev }) }
+
+func (n *Node) updateMeta(f func(*nodeMeta)) {
+	n.mu.Lock()
+	old := n.meta
+	old.VIPs = slices.Clone(old.VIPs)
+	f(&n.meta)
+	changed := !old.equal(n.meta)
+	ml := n.ml
+	n.mu.Unlock()
+	if changed && ml != nil {
+		if err := ml.UpdateNode(n.cfg.ProbeTimeout * 4); err != nil {
+			n.log.Warn("gossip meta update", "err", err)
+		}
+	}
+}
+
+func (n *Node) raft() (*raft.Raft, *fsm) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.r, n.fsm
+}
+
+// IsLeader reports whether this node is the raft leader.
+func (n *Node) IsLeader() bool {
+	r, _ := n.raft()
+	return r != nil && r.State() == raft.Leader
+}
+
+// Run starts gossip, raft and the control loop, and blocks until ctx is
+// done. It then stops every goroutine it started, unbinds VIPs, shuts raft
+// and gossip down without a graceful leave (a stopped node is a failed node
+// to its peers), closes the store and returns. Run may be called once.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.ran.CompareAndSwap(false, true) {
+		return fmt.Errorf("node %s: run called twice", n.cfg.Name)
+	}
+	defer n.store.Close()
+	ml, err := n.startGossip()
+	if err != nil {
+		close(n.stop)
+		n.stream.Close()
+		n.netTrans.Shutdown()
+		return err
+	}
+	defer ml.Shutdown()
+	if err := n.startRaft(n.stream, false); err != nil {
+		close(n.stop)
+		n.stream.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.joinLoop(ctx, ml) }()
+	loopDone := make(chan struct{})
+	go func() { defer n.wg.Done(); defer close(loopDone); n.controlLoop(ctx) }()
+	<-ctx.Done()
+	<-loopDone
+	close(n.stop)
+	n.releaseAll("node stopping")
+	r, _ := n.raft()
+	if err := r.Shutdown().Error(); err != nil {
+		n.log.Warn("raft shutdown", "err", err)
+	}
+	n.wg.Wait()
+	return nil
+}
+
+func (n *Node) startGossip() (*memberlist.Memberlist, error) {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = n.cfg.Name
+	mc.BindAddr = n.cfg.BindAddr.String()
+	mc.BindPort = n.netTrans.GetAutoBindPort()
+	mc.AdvertiseAddr = mc.BindAddr
+	mc.AdvertisePort = mc.BindPort
+	kr, err := memberlist.NewKeyring(n.cfg.Keyring, n.cfg.Keyring[0])
+	if err != nil {
+		return nil, fmt.Errorf("node %s keyring: %w", n.cfg.Name, err)
+	}
+	mc.Keyring = kr
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	mc.Delegate, mc.Events = n.ms, n.ms
+	var tr memberlist.NodeAwareTransport = n.netTrans
+	if n.cfg.WrapTransport != nil {
+		tr = n.cfg.WrapTransport(tr)
+	}
+	mc.Transport = tr
+	mc.ProbeInterval = n.cfg.ProbeInterval
+	mc.ProbeTimeout = n.cfg.ProbeTimeout
+	if n.cfg.SuspicionMult > 0 {
+		mc.SuspicionMult = n.cfg.SuspicionMult
+	}
+	if n.cfg.GossipInterval > 0 {
+		mc.GossipInterval = n.cfg.GossipInterval
+	}
+	mc.DeadNodeReclaimTime = n.cfg.DeadNodeReclaimTime
+	mc.Logger = n.stdLogger("memberlist")
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("node %s gossip: %w", n.cfg.Name, err)
+	}
+	n.mu.Lock()
+	n.ml = ml
+	n.mu.Unlock()
+	n.ms.mu.Lock()
+	n.ms.ml = ml
+	n.ms.mu.Unlock()
+	return ml, nil
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = serverID(n.cfg.Name, n.cfg.Generation)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	if n.cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	}
+	rc.Logger = n.hcLogger()
+	return rc
+}
+
+func (n *Node) transport(s raft.StreamLayer) *raft.NetworkTransport {
+	if n.cfg.WrapStream != nil {
+		s = n.cfg.WrapStream(s)
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: s, MaxPool: 3, Timeout: 5 * time.Second, Logger: n.hcLogger(),
+	})
+}
+
+// startRaft starts raft on stream; with recover it first resets the voter
+// set to this node alone (the lone-survivor path).
+func (n *Node) startRaft(s raft.StreamLayer, recoverAlone bool) error {
+	tr := n.transport(s)
+	rc := n.raftConfig()
+	f := newFSM()
+	if recoverAlone {
+		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(n.raftAddr)}}}
+		if err := raft.RecoverCluster(rc, newFSM(), n.store, n.store, n.snaps, tr, conf); err != nil {
+			tr.Close()
+			return fmt.Errorf("node %s recover cluster: %w", n.cfg.Name, err)
+		}
+	}
+	r, err := raft.NewRaft(rc, f, n.store, n.store, n.snaps, tr)
+	if err != nil {
+		tr.Close()
+		return fmt.Errorf("node %s raft: %w", n.cfg.Name, err)
+	}
+	n.mu.Lock()
+	n.r, n.fsm = r, f
+	n.mu.Unlock()
+	return nil
+}
+
+// joinLoop joins the configured and discovered peers, retrying while the
+// node sees no other live member.
+func (n *Node) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
+	for {
+		if ml.NumMembers() < 2 {
+			addrs := slices.Clone(n.cfg.Join)
+			if n.cfg.Discover != nil {
+				found, err := n.cfg.Discover(ctx)
+				if err != nil {
+					n.log.Warn("discover peers", "err", err)
+				}
+				addrs = append(addrs, found...)
+			}
+			self := n.GossipAddr()
+			addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == self })
+			if len(addrs) > 0 {
+				if k, err := ml.Join(addrs); err != nil && k == 0 {
+					n.log.Debug("join", "peers", addrs, "err", err)
+				}
+			}
+		}
+		retry := n.cfg.JoinRetry
+		if retry <= 0 {
+			retry = 2 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
+}
+
+func (n *Node) controlLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.Tick)
+	defer t.Stop()
+	for {
+		n.tick(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// tick is one level-based pass: it looks at the world and acts on it.
+func (n *Node) tick(ctx context.Context) {
+	r, _ := n.raft()
+	now := time.Now()
+	quorum := n.checkQuorum(r, now)
+	n.watchdog(quorum, now)
+	n.maybeBootstrap(r)
+	n.claimVIPs(quorum)
+	if r.State() == raft.Leader && quorum {
+		n.leaderTick(ctx, r)
+	} else if !quorum {
+		n.noQuorumTick(ctx, r, now)
+	}
+}
+
+// checkQuorum: a leader has quorum (raft steps a leader down once it cannot
+// reach a majority for LeaderLeaseTimeout); a follower has it while it hears
+// from a leader.
+func (n *Node) checkQuorum(r *raft.Raft, now time.Time) bool {
+	var q bool
+	switch r.State() {
+	case raft.Leader:
+		q = true
+	case raft.Follower:
+		addr, _ := r.LeaderWithID()
+		q = addr != "" && now.Sub(r.LastContact()) < 2*n.cfg.HeartbeatTimeout
+	}
+	n.mu.Lock()
+	n.quorum = q
+	if q {
+		n.noQuorum = time.Time{}
+	} else if n.noQuorum.IsZero() {
+		n.noQuorum = now
+	}
+	n.mu.Unlock()
+	if q {
+		n.updateMeta(func(m *nodeMeta) { m.Formed = true })
+	}
+	return q
+}
+
+// watchdog self-fences a node that had quorum and lost it for longer than
+// SelfFenceTimeout, and lifts the fence when quorum is back.
+func (n *Node) watchdog(quorum bool, now time.Time) {
+	n.mu.Lock()
+	had, fenced, since := n.hadQuor, n.fenced, n.noQuorum
+	if quorum {
+		n.hadQuor = true
+	}
+	n.mu.Unlock()
+	switch {
+	case quorum && fenced:
+		n.mu.Lock()
+		n.fenced = false
+		n.mu.Unlock()
+		n.note("self-fence", "quorum regained; exclusive services may resume")
+		if n.cfg.SelfFence != nil {
+			n.cfg.SelfFence(false)
+		}
+	case !quorum && had && !fenced && n.cfg.SelfFenceTimeout > 0 && now.Sub(since) >= n.cfg.SelfFenceTimeout:
+		n.mu.Lock()
+		n.fenced = true
+		n.mu.Unlock()
+		n.note("self-fence", fmt.Sprintf("no quorum for %s: releasing VIPs and stopping exclusive services", now.Sub(since).Round(time.Millisecond)))
+		n.releaseAll("self-fenced")
+		if n.cfg.SelfFence != nil {
+			n.cfg.SelfFence(true)
+		}
+	}
+}
+
+// note records a local decision (not replicated) and logs it.
+func (n *Node) note(kind, msg string) {
+	n.log.Info(msg, "kind", kind)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.local = append(n.local, Event{Time: time.Now(), Kind: kind, Node: n.cfg.Name, Message: msg, Local: true})
+	if len(n.local) > historyLimit {
+		n.local = slices.Clone(n.local[len(n.local)-historyLimit:])
+	}
+}
+
+// noteOnce notes a decision once per key (repeated refusals are not news).
+func (n *Node) noteOnce(key, kind, msg string) {
+	n.mu.Lock()
+	seen := n.noted[key]
+	if n.noted == nil {
+		n.noted = map[string]bool{}
+	}
+	n.noted[key] = true
+	n.mu.Unlock()
+	if !seen {
+		n.note(kind, msg)
+	}
+}
+
+// maybeBootstrap forms a fresh cluster once BootstrapExpect voter-eligible
+// members are alive and none of them already belongs to a cluster.
+func (n *Node) maybeBootstrap(r *raft.Raft) {
+	if n.cfg.BootstrapExpect == 0 || !n.cfg.Voter || n.localMeta().Formed {
+		return
+	}
+	var voters []Member
+	for _, m := range n.ms.Members() {
+		if m.State != StateAlive || !m.Voter || m.RaftAddr == "" {
+			continue
+		}
+		if m.Formed && m.Name != n.cfg.Name {
+			return // an existing cluster will add us
+		}
+		voters = append(voters, m)
+	}
+	if len(voters) < n.cfg.BootstrapExpect {
+		return
+	}
+	voters = voters[:n.cfg.BootstrapExpect] // Members is sorted by name
+	if !slices.ContainsFunc(voters, func(m Member) bool { return m.Name == n.cfg.Name }) {
+		return
+	}
+	var conf raft.Configuration
+	for _, m := range voters {
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: serverID(m.Name, m.Generation), Address: raft.ServerAddress(m.RaftAddr)})
+	}
+	if err := r.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		n.log.Warn("bootstrap", "err", err)
+		return
+	}
+	n.note("bootstrap", fmt.Sprintf("bootstrapped voter set of %d", len(conf.Servers)))
+	n.updateMeta(func(m *nodeMeta) { m.Formed = true })
+}
+
+// apply proposes one command through the log (leader only).
+func (n *Node) apply(r *raft.Raft, c command) error {
+	c.By = n.cfg.Name
+	if c.Time.IsZero() {
+		c.Time = time.Now().UTC()
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode %s command: %w", c.Op, err)
+	}
+	f := r.Apply(b, 5*time.Second)
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("apply %s: %w", c.Op, err)
+	}
+	if err, ok := f.Response().(error); ok && err != nil {
+		return err
+	}
+	return nil
+}
+
+// Record appends an event to the replicated history (leader only).
+func (n *Node) Record(kind, node, msg string) error {
+	r, _ := n.raft()
+	return n.apply(r, command{Op: opEvent, Kind: kind, Node: node, Message: msg})
+}
+
+// SetPrimary records the primary of a data set (leader only).
+func (n *Node) SetPrimary(data, node string) error {
+	r, _ := n.raft()
+	return n.apply(r, command{Op: opPrimary, Data: data, Node: node})
+}
+
+func (n *Node) stdLogger(name string) *log.Logger {
+	return log.New(levelWriter{n.log.With("lib", name)}, "", 0)
+}
+
+func (n *Node) hcLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, DisableTime: true, Output: levelWriter{n.log.With("lib", "raft")}})
+}
+
+// levelWriter forwards memberlist's and raft's text log lines to slog, at
+// the level their "[LEVEL]" prefix names (debug when there is none).
+type levelWriter struct{ l *slog.Logger }
+
+func (w levelWriter) Write(b []byte) (int, error) {
+	msg := strings.TrimSpace(string(b))
+	lvl := slog.LevelDebug
+	for _, p := range []struct {
+		prefix string
+		level  slog.Level
+	}{{"[ERR", slog.LevelError}, {"[WARN", slog.LevelWarn}, {"[INFO", slog.LevelInfo}} {
+		if i := strings.Index(msg, p.prefix); i >= 0 && i < 4 {
+			lvl = p.level
+			if j := strings.IndexByte(msg, ']'); j > i {
+				msg = strings.TrimSpace(msg[j+1:])
+			}
+			break
+		}
+	}
+	w.l.Log(context.Background(), lvl, msg)
+	return len(b), nil
+}
+
+var _ io.Writer = levelWriter{}
