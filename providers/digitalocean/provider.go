@@ -426,6 +426,11 @@ func (p *Provider) awaitActive(ctx context.Context, m providers.Machine, createA
 			p.mu.Unlock()
 			return providers.Machine{}, fmt.Errorf("digitalocean: create %s: droplet %d vanished while booting (failed placement): %w", m.Name, did, ErrActionErrored)
 		}
+		if err != nil && ctx.Err() != nil {
+			// The deadline passed while asking: the droplet was still new
+			// when last seen, which is what the caller needs to know.
+			return providers.Machine{}, fmt.Errorf("digitalocean: create %s: droplet %d still new when the deadline passed: %w", m.Name, did, ctx.Err())
+		}
 		if err != nil {
 			return providers.Machine{}, p.wrap(err, "digitalocean: create %s: wait for droplet %d", m.Name, did)
 		}

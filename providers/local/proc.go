@@ -231,7 +231,7 @@ func (p *Provider) stop(ctx context.Context, dir string, grace time.Duration) er
 	if grace > 0 {
 		signalAll(pids, syscall.SIGTERM)
 		gctx, cancel := context.WithTimeout(ctx, grace)
-		err := waitGone(gctx, dir)
+		err := waitGone(gctx, dir, pids...)
 		cancel()
 		if err == nil {
 			return nil
@@ -246,7 +246,7 @@ func (p *Provider) stop(ctx context.Context, dir string, grace time.Duration) er
 		// Children forked between the scan and the kill are caught by the
 		// next scan; waitGone returns once a scan finds nothing.
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := waitGone(wctx, dir)
+		err := waitGone(wctx, dir, pids...)
 		cancel()
 		if err == nil {
 			return nil
@@ -256,6 +256,24 @@ func (p *Provider) stop(ctx context.Context, dir string, grace time.Duration) er
 		}
 		pids = nodeProcs(dir)
 	}
+}
+
+// allExited reports whether every pid is gone or a zombie.
+func allExited(pids []int) bool {
+	for _, pid := range pids {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) {
+			continue
+		}
+		if st := stat[i+2]; st != 'Z' && st != 'X' && st != 'x' {
+			return false
+		}
+	}
+	return true
 }
 
 // signalAll sends sig to each process and to its process group, except our
@@ -270,11 +288,16 @@ func signalAll(pids []int, sig syscall.Signal) {
 	}
 }
 
-// waitGone polls /proc until no process of the node runs.
-func waitGone(ctx context.Context, dir string) error {
+// waitGone polls /proc until no process of the node runs and every pid in
+// signalled has exited (gone or a zombie). The second check matters: a
+// process that is dying has already released its memory, so its environment
+// reads empty and the scan no longer recognises it, but its sockets are
+// closed only later in exit; until it is a zombie it may still accept
+// connections, and the fence is not yet confirmed.
+func waitGone(ctx context.Context, dir string, signalled ...int) error {
 	d := 5 * time.Millisecond
 	for {
-		if len(nodeProcs(dir)) == 0 {
+		if len(nodeProcs(dir)) == 0 && allExited(signalled) {
 			return nil
 		}
 		t := time.NewTimer(d)
