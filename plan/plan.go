@@ -86,6 +86,26 @@ type planner struct {
 	rebuilt map[string][]int
 }
 
+// hasHistory reports whether any machine of the role exists or ever existed
+// (as far as the input tells): then a created node must restore its data
+// rather than start empty.
+func (p *planner) hasHistory(r *lang.Role) bool {
+	for _, o := range p.in.Observed {
+		if o.Machine.Role == r.Name {
+			return true
+		}
+	}
+	for name := range p.in.KnownGenerations {
+		if role, _, ok := strings.Cut(name, "-"); ok && role == r.Name {
+			return true
+		}
+		if strings.HasPrefix(name, r.Name+"-") {
+			return true
+		}
+	}
+	return false
+}
+
 // Plan compares the configuration with the observed machines and returns
 // the steps that make the cluster match, with tolerance information and
 // warnings. It is a pure function of in: no I/O, no clock, and the same
@@ -378,6 +398,11 @@ func (p *planner) create(r *lang.Role, slot, gen int, a Action, old *Observed, r
 	}
 	p.add(s, phaseCreate)
 	p.rebuilt[r.Name] = append(p.rebuilt[r.Name], slot)
+	if gen <= 1 && !p.hasHistory(r) {
+		// A new role (no machine of it was ever seen): its data starts
+		// empty, there is nothing to restore from.
+		return
+	}
 	for _, d := range r.Data {
 		p.add(Step{
 			Action:     ActionRestore,
@@ -504,8 +529,10 @@ func tolerance(r *lang.Role, healthyN int) Tolerance {
 	}
 	switch mode {
 	case lang.ReplicationSync:
-		t.CanLose = max(r.Count-2, 0)
-		t.Note = "sync data: a write is acknowledged on 2 replicas"
+		// Every acknowledged write is on at least 2 replicas, so any one
+		// node may go without losing one; two may hold the only copies.
+		t.CanLose = min(max(r.Count-1, 0), 1)
+		t.Note = "sync data: writes are acknowledged on 2 replicas and refused while only 1 is up"
 	case lang.ReplicationAsync:
 		t.Note = "async data: the last " + interval.String() + " of writes may be lost"
 		if interval == 0 {

@@ -253,7 +253,7 @@ func TestPlan_Tolerance(t *testing.T) {
 	}
 	got := Plan(in).Tolerance
 	want := []Tolerance{
-		{Role: "mail", Count: 3, Healthy: 0, CanLose: 1, Note: "sync data: a write is acknowledged on 2 replicas"},
+		{Role: "mail", Count: 3, Healthy: 0, CanLose: 1, Note: "sync data: writes are acknowledged on 2 replicas and refused while only 1 is up"},
 		{Role: "off", Count: 0, Healthy: 0, CanLose: 0},
 		{Role: "queue", Count: 2, Healthy: 0, CanLose: 1, Note: "async data: the last 30s of writes may be lost"},
 		{Role: "solo", Count: 1, Healthy: 0, CanLose: 0, Note: "unreplicated data: a lost node loses writes since its last backup"},
