@@ -1,0 +1,398 @@
+package data
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Replication protocol (HTTP/1.1 or HTTP/2 over mutual TLS), served by
+// Server on every replica of a data directory:
+//
+//	GET    /v1/manifest              the replica's current Manifest (JSON)
+//	GET    /v1/file/<path>           a file's content
+//	GET    /v1/partial/<sha256>      bytes already received of an upload
+//	PUT    /v1/file/<path>?sha256=&size=&mode=&mtime=[&offset=&resume=1][&force=1]
+//	                                 store a file (body from offset)
+//	POST   /v1/copy/<path>?from=&sha256=&size=&mode=&mtime=[&force=1]
+//	                                 store a file from a local copy
+//	DELETE /v1/file/<path>?mtime=    delete, unless the local file is newer
+//
+// A stored file is written to a partial file, checked against sha256 and
+// size, fsynced, renamed into place and its directory fsynced before the
+// reply: a 2xx means durable. Without force, a store or delete whose mtime
+// is older than the local file's is refused with 409 (last writer wins).
+// A resumable upload (resume=1, used for large files) cut short keeps its
+// partial file, named by content hash; a retry asks /v1/partial/<sha256>
+// and sends only the rest from that offset.
+const partialDir = internalPrefix + "partial"
+
+// Server serves one data directory to its peers.
+type Server struct {
+	// Deleted, when set, reports whether a path absent here was deleted
+	// locally and when (Replicator.Deleted); a store older than that
+	// deletion is refused, so a peer cannot resurrect a deleted file.
+	Deleted func(rel string) (time.Time, bool)
+
+	dir   string
+	log   *slog.Logger
+	cache *hashCache
+	mu    sync.Mutex // serialises the commit (check + rename) of stores
+
+	hmu     sync.Mutex
+	uploads map[string]bool // content hashes with a resumable upload running
+}
+
+func (s *Server) lockHash(h string) bool {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	if s.uploads[h] {
+		return false
+	}
+	if s.uploads == nil {
+		s.uploads = map[string]bool{}
+	}
+	s.uploads[h] = true
+	return true
+}
+
+func (s *Server) unlockHash(h string) {
+	s.hmu.Lock()
+	delete(s.uploads, h)
+	s.hmu.Unlock()
+}
+
+// NewServer returns a Server for dir.
+func NewServer(dir string, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{dir: dir, log: log, cache: newHashCache()}
+}
+
+// Serve serves s over TLS on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, tc *tls.Config) error {
+	hs := &http.Server{Handler: s, TLSConfig: tc, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := hs.Shutdown(sctx); err != nil {
+				hs.Close()
+			}
+		case <-done:
+		}
+	}()
+	err := hs.ServeTLS(ln, "", "")
+	close(done)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var err error
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/manifest":
+		err = s.manifest(w, r)
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/file/"):
+		err = s.get(w, r, strings.TrimPrefix(r.URL.Path, "/v1/file/"))
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/partial/"):
+		err = s.partial(w, strings.TrimPrefix(r.URL.Path, "/v1/partial/"))
+	case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/file/"):
+		err = s.put(w, r, strings.TrimPrefix(r.URL.Path, "/v1/file/"))
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/copy/"):
+		err = s.put(w, r, strings.TrimPrefix(r.URL.Path, "/v1/copy/"))
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v1/file/"):
+		err = s.delete(w, r, strings.TrimPrefix(r.URL.Path, "/v1/file/"))
+	default:
+		err = httpError{http.StatusNotFound, "no such endpoint"}
+	}
+	if err != nil {
+		code := http.StatusInternalServerError
+		var he httpError
+		if errors.As(err, &he) {
+			code = he.code
+		} else {
+			s.log.Warn("replication request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		http.Error(w, err.Error(), code)
+	}
+}
+
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e httpError) Error() string { return e.msg }
+
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request) error {
+	m, err := snapshot(r.Context(), s.dir, s.cache)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(m)
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, rel string) error {
+	if _, err := localPath(s.dir, rel); err != nil || strings.HasPrefix(rel, internalPrefix) {
+		return httpError{http.StatusBadRequest, fmt.Sprintf("bad path %q", rel)}
+	}
+	// os.Root refuses paths that leave the directory through symlinks.
+	root, err := os.OpenRoot(s.dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	f, err := root.Open(filepath.FromSlash(rel))
+	if errors.Is(err, fs.ErrNotExist) {
+		return httpError{http.StatusNotFound, rel + ": not found"}
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return httpError{http.StatusBadRequest, rel + ": not a regular file"}
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+	_, err = io.Copy(w, f)
+	return err
+}
+
+func (s *Server) partialPath(sum string) (string, error) {
+	if !validHash(sum) {
+		return "", httpError{http.StatusBadRequest, "bad sha256"}
+	}
+	return filepath.Join(s.dir, partialDir, sum), nil
+}
+
+func (s *Server) partial(w http.ResponseWriter, sum string) error {
+	p, err := s.partialPath(sum)
+	if err != nil {
+		return err
+	}
+	var n int64
+	if st, err := os.Stat(p); err == nil {
+		n = st.Size()
+	}
+	fmt.Fprintf(w, "%d\n", n)
+	return nil
+}
+
+// storeParams are the query parameters of a store.
+type storeParams struct {
+	rel, sum string
+	size     int64
+	mode     fs.FileMode
+	mtime    time.Time
+	offset   int64
+	force    bool
+	resume   bool
+	from     string
+}
+
+func parseStore(r *http.Request, rel string) (storeParams, error) {
+	q := r.URL.Query()
+	sp := storeParams{rel: rel, sum: q.Get("sha256"), force: q.Get("force") == "1", resume: q.Get("resume") == "1", from: q.Get("from")}
+	var err error
+	bad := func(what string) error { return httpError{http.StatusBadRequest, "bad " + what} }
+	if _, err = localPath("/", rel); err != nil || strings.HasPrefix(rel, internalPrefix) || strings.Contains("/"+rel, "/"+internalPrefix) {
+		return sp, bad("path")
+	}
+	if !validHash(sp.sum) {
+		return sp, bad("sha256")
+	}
+	if sp.size, err = strconv.ParseInt(q.Get("size"), 10, 64); err != nil || sp.size < 0 {
+		return sp, bad("size")
+	}
+	mode, err := strconv.ParseUint(q.Get("mode"), 8, 32)
+	if err != nil {
+		return sp, bad("mode")
+	}
+	sp.mode = fs.FileMode(mode).Perm()
+	ns, err := strconv.ParseInt(q.Get("mtime"), 10, 64)
+	if err != nil {
+		return sp, bad("mtime")
+	}
+	sp.mtime = time.Unix(0, ns)
+	if o := q.Get("offset"); o != "" {
+		if sp.offset, err = strconv.ParseInt(o, 10, 64); err != nil || sp.offset < 0 {
+			return sp, bad("offset")
+		}
+	}
+	return sp, nil
+}
+
+// put stores a file from the request body (PUT) or a local copy (POST).
+func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
+	sp, err := parseStore(r, rel)
+	if err != nil {
+		return err
+	}
+	dst, _ := localPath(s.dir, rel)
+	if err := s.checkNewer(dst, sp.mtime, sp.sum, sp.force); err != nil {
+		return err
+	}
+	pp, err := s.partialPath(sp.sum)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(pp), 0o700); err != nil {
+		return err
+	}
+	if sp.resume && r.Method == http.MethodPut {
+		// One resumable upload per content at a time.
+		if !s.lockHash(sp.sum) {
+			return httpError{http.StatusConflict, "upload of " + sp.sum + " in progress"}
+		}
+		defer s.unlockHash(sp.sum)
+	} else {
+		tf, err := os.CreateTemp(filepath.Dir(pp), "tmp-*")
+		if err != nil {
+			return err
+		}
+		tf.Close()
+		pp, sp.offset = tf.Name(), 0
+		defer os.Remove(pp)
+	}
+	var body io.Reader = r.Body
+	if r.Method == http.MethodPost {
+		src, err := localPath(s.dir, sp.from)
+		if err != nil {
+			return httpError{http.StatusBadRequest, "bad from"}
+		}
+		f, err := os.Open(src)
+		if err != nil {
+			return httpError{http.StatusNotFound, sp.from + ": not found"}
+		}
+		defer f.Close()
+		body = f
+	}
+	f, err := os.OpenFile(pp, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	have, err := io.Copy(h, io.LimitReader(f, sp.offset))
+	if err != nil {
+		return err
+	}
+	if have != sp.offset {
+		return httpError{http.StatusRequestedRangeNotSatisfiable, fmt.Sprintf("have %d bytes of %s, not %d", have, sp.sum, sp.offset)}
+	}
+	if err := f.Truncate(sp.offset); err != nil {
+		return err
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, sp.size-sp.offset+1))
+	if err != nil {
+		return fmt.Errorf("receive %s: %w (kept %d bytes to resume)", rel, err, sp.offset+n)
+	}
+	if total := sp.offset + n; total != sp.size || hex.EncodeToString(h.Sum(nil)) != sp.sum {
+		os.Remove(pp)
+		return httpError{http.StatusUnprocessableEntity, fmt.Sprintf("%s: received %d bytes that do not match sha256 %s size %d", rel, total, sp.sum, sp.size)}
+	}
+	if err := f.Chmod(sp.mode); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Chtimes(pp, sp.mtime, sp.mtime); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkNewer(dst, sp.mtime, sp.sum, sp.force); err != nil {
+		os.Remove(pp)
+		return err
+	}
+	if err := os.Rename(pp, dst); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// checkNewer refuses (409) a store of content sum with mtime when dst
+// holds a newer version (later mtime; on equal mtimes, the larger hash
+// wins, so both sides agree), or was deleted here later.
+func (s *Server) checkNewer(dst string, mtime time.Time, sum string, force bool) error {
+	if force {
+		return nil
+	}
+	st, err := os.Lstat(dst)
+	if err == nil && st.ModTime().After(mtime) {
+		return httpError{http.StatusConflict, "local copy is newer"}
+	}
+	if err == nil && sum != "" && st.ModTime().Equal(mtime) {
+		if h, _, err := hashFile(dst); err == nil && h >= sum {
+			return httpError{http.StatusConflict, "local copy wins the tie"}
+		}
+	}
+	if errors.Is(err, fs.ErrNotExist) && s.Deleted != nil {
+		rel, _ := filepath.Rel(s.dir, dst)
+		if when, ok := s.Deleted(filepath.ToSlash(rel)); ok && when.After(mtime) {
+			return httpError{http.StatusConflict, "deleted here after that version"}
+		}
+	}
+	return nil
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, rel string) error {
+	p, err := localPath(s.dir, rel)
+	if err != nil || strings.HasPrefix(rel, internalPrefix) {
+		return httpError{http.StatusBadRequest, "bad path"}
+	}
+	ns, err := strconv.ParseInt(r.URL.Query().Get("mtime"), 10, 64)
+	if err != nil {
+		return httpError{http.StatusBadRequest, "bad mtime"}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkNewer(p, time.Unix(0, ns), "", false); err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
