@@ -1,0 +1,79 @@
+// Package converge_test benchmarks the converge engine in-process on the
+// workload of run.sh (20 directories, 200 templated files, 10 symlinks),
+// without process start-up: go test -bench . ./bench/converge/
+package converge_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hactl/hactl/converge"
+	"github.com/hactl/hactl/converge/resources"
+)
+
+const tpl = `# managed by the converge benchmark; do not edit
+[service]
+name = ${name}
+port = ${port}
+datacenter = ${dc}
+listen = 0.0.0.0:${port}
+log = /var/log/${name}.log
+pidfile = /run/${name}.pid
+
+[upstream]
+server ${name}.${dc}.internal:${port}
+backup ${name}.backup.${dc}.internal:${port}
+`
+
+func workload(b *testing.B) (string, converge.Env) {
+	dir := b.TempDir()
+	tplPath := filepath.Join(dir, "app.conf.tpl")
+	if err := os.WriteFile(tplPath, []byte(tpl), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	var s strings.Builder
+	for d := range 20 {
+		fmt.Fprintf(&s, "resource \"directory\" \"d%d\" {\n  path = \"/srv/d%d\"\n}\n", d, d)
+		for f := range 10 {
+			fmt.Fprintf(&s, "resource \"template\" \"f%d_%d\" {\n  path = \"/srv/d%d/f%d.conf\"\n  source = %q\n  vars = { name = \"svc-%d-%d\", port = %d, dc = \"dc1\" }\n}\n",
+				d, f, d, f, tplPath, d, f, 8000+d*10+f)
+		}
+	}
+	for l := range 10 {
+		fmt.Fprintf(&s, "resource \"symlink\" \"l%d\" {\n  path = \"/srv/link%d\"\n  target = \"/srv/d%d/f0.conf\"\n}\n", l, l, l)
+	}
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(root, 0o755)
+	return s.String(), converge.Env{Root: root}
+}
+
+func BenchmarkEngine_Run_NoOp(b *testing.B) {
+	src, env := workload(b)
+	decls, diags := converge.ParseResources("bench.hcl", []byte(src))
+	if diags.HasErrors() {
+		b.Fatal(diags.Error())
+	}
+	e := converge.NewEngine(resources.Builtin(), env)
+	if rep, err := e.Run(b.Context(), decls, nil, converge.Options{}); err != nil || rep.Failed() {
+		b.Fatalf("first run: %v %+v", err, rep)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		rep, err := e.Run(b.Context(), decls, nil, converge.Options{})
+		if err != nil || rep.Summary.Unchanged != 230 {
+			b.Fatalf("no-op run: %v %+v", err, rep.Summary)
+		}
+	}
+}
+
+func BenchmarkParseResources(b *testing.B) {
+	src, _ := workload(b)
+	for b.Loop() {
+		if _, diags := converge.ParseResources("bench.hcl", []byte(src)); diags.HasErrors() {
+			b.Fatal(diags.Error())
+		}
+	}
+}

@@ -1,0 +1,373 @@
+package converge
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hactl/hactl/internal/graph"
+	"github.com/hactl/hactl/lang"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+)
+
+// Options control one run.
+type Options struct {
+	// DryRun checks every resource and reports what would change, with
+	// diffs, and changes nothing.
+	DryRun bool
+	// Parallelism bounds how many resources run at once; 0 means 4.
+	Parallelism int
+}
+
+// Engine converges resource declarations. It holds no state between runs
+// and may be used for one run at a time (the agent's converge loop owns it).
+type Engine struct {
+	reg *Registry
+	env Env
+}
+
+// NewEngine returns an engine that builds resources from reg and hands
+// them env. env.Logger may be nil.
+func NewEngine(reg *Registry, env Env) *Engine {
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if env.Root == "" {
+		env.Root = "/"
+	}
+	return &Engine{reg: reg, env: env}
+}
+
+type node struct {
+	decl      *lang.ResourceDecl
+	addr      string
+	res       Resource
+	err       error // from decoding or construction
+	notifiers []string
+	rep       ResourceReport
+	done      bool
+}
+
+// Run evaluates decls in evalCtx, orders them and converges them (or only
+// checks them when opts.DryRun). It returns an error, and no report, when
+// the set of resources cannot be run at all: a duplicate address, a
+// reference to an undeclared resource, two resources managing one path, or
+// a dependency cycle (the error names the cycle). A resource that fails to
+// evaluate or to converge is reported as failed, and only the resources
+// that depend on it are skipped.
+func (e *Engine) Run(ctx context.Context, decls []*lang.ResourceDecl, evalCtx *hcl.EvalContext, opts Options) (*Report, error) {
+	start := time.Now()
+	par := opts.Parallelism
+	if par <= 0 {
+		par = 4
+	}
+	env := e.env
+	env.EvalContext = evalCtx
+	env.Managed = &Managed{}
+	env.Memo = &Memo{}
+
+	nodes := map[string]*node{}
+	var order []*node
+	g := graph.New()
+	for _, d := range decls {
+		a := d.Addr.String()
+		if prev, dup := nodes[a]; dup {
+			return nil, fmt.Errorf("%s: resource %s is declared twice (first at %s)", d.DeclRange, a, prev.decl.DeclRange)
+		}
+		n := &node{decl: d, addr: a}
+		nodes[a] = n
+		order = append(order, n)
+		g.AddNode(a)
+	}
+	// Build every resource first: implicit edges need their paths.
+	for _, n := range order {
+		n.res, n.err = e.build(env, n.decl, evalCtx)
+	}
+	if err := e.edges(env, g, nodes, order); err != nil {
+		return nil, err
+	}
+	if _, err := g.TopoSort(); err != nil {
+		var ranges []string
+		if ce, ok := err.(*graph.CycleError); ok {
+			for _, a := range ce.Cycle[:len(ce.Cycle)-1] {
+				ranges = append(ranges, a+" at "+nodes[a].decl.DeclRange.String())
+			}
+		}
+		return nil, fmt.Errorf("%w (%s)", err, strings.Join(ranges, "; "))
+	}
+
+	rep := &Report{Started: start.UTC(), DryRun: opts.DryRun}
+	e.schedule(ctx, g, nodes, order, par, !opts.DryRun)
+	for _, n := range order {
+		rep.Resources = append(rep.Resources, n.rep)
+	}
+	rep.Duration = time.Since(start)
+	rep.finish()
+	return rep, nil
+}
+
+// build decodes one declaration's body and constructs its resource.
+func (e *Engine) build(env Env, d *lang.ResourceDecl, evalCtx *hcl.EvalContext) (Resource, error) {
+	k, ok := e.reg.Kind(d.Addr.Kind)
+	if !ok {
+		return nil, fmt.Errorf("%s: unknown resource kind %q (known: %s)", d.TypeRange, d.Addr.Kind, strings.Join(e.reg.Names(), ", "))
+	}
+	v, diags := hcldec.Decode(d.Body, k.Spec, evalCtx)
+	if diags.HasErrors() {
+		return nil, fmt.Errorf("%s", diagString(diags))
+	}
+	env.Logger = env.Logger.With("resource", d.Addr.String())
+	r, err := k.New(env, v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.DeclRange, err)
+	}
+	return r, nil
+}
+
+func diagString(diags hcl.Diagnostics) string {
+	var parts []string
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		s := d.Summary
+		if d.Detail != "" {
+			s += ": " + d.Detail
+		}
+		if d.Subject != nil {
+			s = d.Subject.String() + ": " + s
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// edges adds explicit (depends_on), notification and implicit
+// (parent directory) edges.
+func (e *Engine) edges(env Env, g *graph.Graph, nodes map[string]*node, order []*node) error {
+	ref := func(from *node, attr string, a lang.ResourceAddr) (*node, error) {
+		t, ok := nodes[a.String()]
+		if !ok {
+			return nil, fmt.Errorf("%s: %s: %s refers to undeclared resource %s", from.decl.DeclRange, from.addr, attr, a)
+		}
+		return t, nil
+	}
+	for _, n := range order {
+		for _, a := range n.decl.DependsOn {
+			t, err := ref(n, "depends_on", a)
+			if err != nil {
+				return err
+			}
+			g.AddEdge(t.addr, n.addr)
+		}
+		for _, a := range n.decl.Notify {
+			t, err := ref(n, "notify", a)
+			if err != nil {
+				return err
+			}
+			g.AddEdge(n.addr, t.addr)
+			if !slices.Contains(t.notifiers, n.addr) {
+				t.notifiers = append(t.notifiers, n.addr)
+			}
+		}
+		for _, a := range n.decl.Subscribe {
+			t, err := ref(n, "subscribe", a)
+			if err != nil {
+				return err
+			}
+			g.AddEdge(t.addr, n.addr)
+			if !slices.Contains(n.notifiers, t.addr) {
+				n.notifiers = append(n.notifiers, t.addr)
+			}
+		}
+	}
+	// Implicit edges: every managed path after the directory resource that
+	// manages its nearest parent.
+	owner := map[string]*node{} // path -> resource managing it
+	dirs := map[string]*node{}
+	for _, n := range order {
+		p, ok := n.res.(Pather)
+		if !ok || n.res == nil {
+			continue
+		}
+		path, dir := p.ManagedPath()
+		if prev, dup := owner[path]; dup {
+			return fmt.Errorf("%s: %s and %s (%s) both manage %s", n.decl.DeclRange, n.addr, prev.addr, prev.decl.DeclRange, env.Unconfine(path))
+		}
+		owner[path] = n
+		env.Managed.add(path)
+		if dir {
+			dirs[path] = n
+		}
+	}
+	for _, n := range order {
+		p, ok := n.res.(Pather)
+		if !ok {
+			continue
+		}
+		path, _ := p.ManagedPath()
+		for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+			if d, ok := dirs[dir]; ok && d != n {
+				g.AddEdge(d.addr, n.addr)
+				break
+			}
+			if dir == "/" || dir == "." {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+type result struct {
+	n   *node
+	rep ResourceReport
+}
+
+// schedule runs the graph: the calling goroutine owns all scheduling state;
+// up to par workers each run one resource and report back on a channel.
+func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]*node, order []*node, par int, apply bool) {
+	pending := map[string]int{}
+	skipBecause := map[string]string{}
+	changed := map[string]bool{}
+	var ready []*node
+	for _, n := range order {
+		pending[n.addr] = len(g.Dependencies(n.addr))
+		if pending[n.addr] == 0 {
+			ready = append(ready, n)
+		}
+	}
+	results := make(chan result)
+	running := 0
+	remaining := len(order)
+
+	var complete func(n *node, rr ResourceReport)
+	complete = func(n *node, rr ResourceReport) {
+		n.rep, n.done = rr, true
+		remaining--
+		if rr.Status == StatusChanged || rr.Status == StatusWouldChange {
+			changed[n.addr] = true
+		}
+		for _, d := range g.Dependents(n.addr) {
+			if rr.Status == StatusFailed || rr.Status == StatusSkipped {
+				if _, ok := skipBecause[d]; !ok {
+					skipBecause[d] = n.addr
+				}
+			}
+			pending[d]--
+			if pending[d] == 0 {
+				ready = append(ready, nodes[d])
+			}
+		}
+	}
+	for remaining > 0 {
+		// Start what can start; skipped nodes complete at once.
+		for len(ready) > 0 && running < par {
+			n := ready[0]
+			ready = ready[1:]
+			base := ResourceReport{Addr: n.addr, Kind: n.decl.Addr.Kind, Range: n.decl.DeclRange.String()}
+			if why, ok := skipBecause[n.addr]; ok {
+				base.Status = StatusSkipped
+				base.Change = "dependency " + why + " did not converge"
+				complete(n, base)
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				base.Status = StatusSkipped
+				base.Change = "run cancelled"
+				complete(n, base)
+				continue
+			}
+			var refresh []string
+			for _, a := range n.notifiers {
+				if changed[a] {
+					refresh = append(refresh, a)
+				}
+			}
+			running++
+			go func() { results <- result{n, e.runOne(ctx, n, base, apply, refresh)} }()
+		}
+		if running == 0 {
+			if len(ready) == 0 && remaining > 0 {
+				// Cannot happen with an acyclic graph; guard against a hang.
+				panic("converge: scheduler stalled")
+			}
+			continue
+		}
+		r := <-results
+		running--
+		complete(r.n, r.rep)
+	}
+}
+
+// runOne checks (and applies) one resource and refreshes it when notified.
+func (e *Engine) runOne(ctx context.Context, n *node, rr ResourceReport, apply bool, refresh []string) ResourceReport {
+	t0 := time.Now()
+	fail := func(err error) ResourceReport {
+		rr.Status = StatusFailed
+		rr.Error = fmt.Sprintf("%s (%s): %v", n.addr, n.decl.DeclRange, err)
+		rr.Duration = time.Since(t0)
+		e.env.Logger.Info("resource failed", "resource", n.addr, "err", err)
+		return rr
+	}
+	if n.err != nil {
+		rr.Status = StatusFailed
+		rr.Error = fmt.Sprintf("%s: %v", n.addr, n.err)
+		rr.Duration = time.Since(t0)
+		return rr
+	}
+	ok, err := n.res.CheckApply(ctx, apply)
+	if err != nil {
+		return fail(err)
+	}
+	rr.Status = StatusUnchanged
+	if !ok {
+		rr.Status = StatusChanged
+		if !apply {
+			rr.Status = StatusWouldChange
+			if d, isD := n.res.(Differ); isD {
+				diff, err := d.Diff()
+				if err != nil {
+					return fail(fmt.Errorf("diff: %w", err))
+				}
+				rr.Diff = diff
+			}
+		}
+		if c, isC := n.res.(Changer); isC {
+			rr.Change = c.Change()
+		}
+	}
+	// A resource that just changed is already fresh (a service that was
+	// started, an exec that ran): refresh only unchanged ones.
+	if len(refresh) > 0 && ok {
+		if _, isR := n.res.(Refresher); isR {
+			note := "notified by " + strings.Join(refresh, ", ")
+			if apply {
+				if err := n.res.(Refresher).Refresh(ctx); err != nil {
+					return fail(fmt.Errorf("refresh (%s): %w", note, err))
+				}
+				rr.Change = joinChange(rr.Change, "refreshed ("+note+")")
+				rr.Status = StatusChanged
+			} else {
+				rr.Change = joinChange(rr.Change, "would refresh ("+note+")")
+				rr.Status = StatusWouldChange
+			}
+		}
+	}
+	rr.Duration = time.Since(t0)
+	e.env.Logger.Debug("resource done", "resource", n.addr, "status", rr.Status, "change", rr.Change)
+	return rr
+}
+
+func joinChange(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}

@@ -1,0 +1,291 @@
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/hactl/hactl/converge"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+)
+
+func pathAttrs(extra hcldec.ObjectSpec) hcldec.ObjectSpec {
+	s := hcldec.ObjectSpec{
+		"path":   reqStr("path"),
+		"mode":   optStr("mode"),
+		"owner":  optStr("owner"),
+		"group":  optStr("group"),
+		"ensure": strDefault("ensure", "present"),
+	}
+	for k, v := range extra {
+		s[k] = v
+	}
+	return s
+}
+
+func fileKind() converge.Kind {
+	return converge.Kind{
+		Name: "file",
+		Spec: pathAttrs(hcldec.ObjectSpec{"content": optStr("content"), "source": optStr("source")}),
+		New: func(env converge.Env, v cty.Value) (converge.Resource, error) {
+			o := obj{v}
+			f, err := newFile(env, o)
+			if err != nil {
+				return nil, err
+			}
+			if o.has("content") && o.has("source") {
+				return nil, errors.New("content and source are mutually exclusive")
+			}
+			if c := o.strp("content"); c != nil {
+				f.want = func() ([]byte, error) { return []byte(*c), nil }
+			}
+			if src := o.str("source"); src != "" {
+				f.want = func() ([]byte, error) { return os.ReadFile(sourcePath(env, src)) }
+			}
+			return f, nil
+		},
+	}
+}
+
+// sourcePath resolves a `source` attribute against the configuration dir.
+func sourcePath(env converge.Env, src string) string {
+	if filepath.IsAbs(src) || env.ConfigDir == "" {
+		return src
+	}
+	return filepath.Join(env.ConfigDir, src)
+}
+
+// File is a regular file (kinds file and template). want is nil when
+// only the attributes are managed.
+type File struct {
+	env    converge.Env
+	decl   string // declared path, for messages and diffs
+	path   string // host path
+	absent bool
+	attrs  attrs
+	want   func() ([]byte, error)
+
+	change string
+	old    []byte // content before, for Diff
+	new    []byte // content wanted, for Diff
+}
+
+var (
+	_ converge.Differ  = (*File)(nil)
+	_ converge.Pather  = (*File)(nil)
+	_ converge.Changer = (*File)(nil)
+)
+
+func newFile(env converge.Env, o obj) (*File, error) {
+	decl := o.str("path")
+	p, err := env.Path(decl)
+	if err != nil {
+		return nil, fmt.Errorf("path: %w", err)
+	}
+	ensure := o.str("ensure")
+	if err := oneOf("ensure", ensure, "present", "absent"); err != nil {
+		return nil, err
+	}
+	a, err := decodeAttrs(o)
+	if err != nil {
+		return nil, err
+	}
+	return &File{env: env, decl: decl, path: p, absent: ensure == "absent", attrs: a}, nil
+}
+
+// ManagedPath implements converge.Pather.
+func (f *File) ManagedPath() (string, bool) { return f.path, false }
+
+// Change implements converge.Changer.
+func (f *File) Change() string { return f.change }
+
+// Diff implements converge.Differ.
+func (f *File) Diff() (string, error) {
+	if f.new == nil && !f.absent {
+		return "", nil
+	}
+	return converge.UnifiedDiff("a"+f.decl, "b"+f.decl, f.old, f.new), nil
+}
+
+// CheckApply implements converge.Resource.
+func (f *File) CheckApply(ctx context.Context, apply bool) (bool, error) {
+	fi, err := os.Lstat(f.path)
+	exists := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if exists && fi.IsDir() {
+		return false, fmt.Errorf("%s is a directory", f.decl)
+	}
+	regular := exists && fi.Mode().IsRegular()
+	if f.absent {
+		if !exists {
+			return true, nil
+		}
+		f.change = "remove"
+		if regular {
+			f.old, _ = os.ReadFile(f.path)
+		}
+		if !apply {
+			return false, nil
+		}
+		if regular {
+			if err := backup(f.env, f.decl, f.path); err != nil {
+				return false, err
+			}
+		}
+		f.change = "removed"
+		return false, os.Remove(f.path)
+	}
+
+	var want []byte
+	if f.want != nil {
+		if want, err = f.want(); err != nil {
+			return false, err
+		}
+	}
+	var old []byte
+	if regular {
+		if old, err = os.ReadFile(f.path); err != nil {
+			return false, err
+		}
+	}
+	rewrite := !regular || (f.want != nil && string(old) != string(want))
+	if rewrite {
+		f.old, f.new = old, want
+		if f.want == nil { // attributes only: create an empty file
+			f.new = []byte{}
+			want = old
+		}
+		switch {
+		case !exists:
+			f.change = fmt.Sprintf("create, %d bytes", len(want))
+		case !regular:
+			f.change = fmt.Sprintf("replace %s with a file, %d bytes", fi.Mode().Type(), len(want))
+		default:
+			f.change = fmt.Sprintf("content %d -> %d bytes", len(old), len(want))
+		}
+		if !apply {
+			return false, nil
+		}
+		if regular {
+			if err := backup(f.env, f.decl, f.path); err != nil {
+				return false, err
+			}
+		}
+		mode := fs.FileMode(0o644)
+		if regular {
+			mode = fi.Mode() & permMask
+		}
+		if f.attrs.mode != nil {
+			mode = *f.attrs.mode
+		}
+		if err := writeAtomic(f.path, want, mode); err != nil {
+			return false, err
+		}
+		if fi, err = os.Lstat(f.path); err != nil {
+			return false, err
+		}
+		if _, err := f.attrs.check(f.path, fi, true); err != nil {
+			return false, err
+		}
+		return false, nil
+	}
+	diffs, err := f.attrs.check(f.path, fi, apply)
+	if err != nil {
+		return false, err
+	}
+	if len(diffs) == 0 {
+		return true, nil
+	}
+	f.change = joinChanges(diffs)
+	return false, nil
+}
+
+// writeAtomic writes data to a temporary file in path's directory and
+// renames it over path, so readers see the old or the new file, never half.
+func writeAtomic(path string, data []byte, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	t, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".hactl-*")
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			t.Close()
+			os.Remove(t.Name())
+		}
+	}()
+	if _, err := t.Write(data); err != nil {
+		return err
+	}
+	if err := t.Chmod(mode); err != nil {
+		return err
+	}
+	if err := t.Sync(); err != nil {
+		return err
+	}
+	if err := t.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(t.Name(), path); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
+
+// BackupDir returns where replaced versions of the file declared at decl
+// are kept: <root>/var/lib/hactl/backup/<decl>/.
+func BackupDir(env converge.Env, decl string) (string, error) {
+	return env.Path(filepath.Join("/var/lib/hactl/backup", filepath.Clean(decl)))
+}
+
+// backup copies the current content of host path into the backup dir and
+// keeps the newest env.BackupKeep copies.
+func backup(env converge.Env, decl, path string) error {
+	dir, err := BackupDir(env, decl)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", decl, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("backup %s: %w", decl, err)
+	}
+	name := time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := writeAtomic(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("backup %s: %w", decl, err)
+	}
+	keep := env.BackupKeep
+	if keep <= 0 {
+		keep = 5
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", decl, err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && e.Name()[0] != '.' {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names)
+	for len(names) > keep {
+		os.Remove(filepath.Join(dir, names[0]))
+		names = names[1:]
+	}
+	return nil
+}
