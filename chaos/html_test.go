@@ -28,8 +28,20 @@ func chromium(t *testing.T) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, apt, "install", "-y", "chromium").CombinedOutput(); err != nil {
-		t.Skipf("chromium is not installed and apt-get install -y chromium failed: %v\n%s", err, out)
+	install := func() ([]byte, error) {
+		cmd := exec.CommandContext(ctx, apt, "install", "-y", "--no-install-recommends", "chromium")
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		return cmd.CombinedOutput()
+	}
+	t.Log("chromium is missing: installing Debian's chromium package")
+	if _, err := install(); err != nil {
+		// A fresh machine has no package lists yet.
+		if out, err := exec.CommandContext(ctx, apt, "update").CombinedOutput(); err != nil {
+			t.Skipf("chromium is not installed and apt-get update failed: %v\n%s", err, out)
+		}
+		if out, err := install(); err != nil {
+			t.Skipf("chromium is not installed and apt-get install -y chromium failed: %v\n%s", err, out)
+		}
 	}
 	p, err := exec.LookPath("chromium")
 	if err != nil {
