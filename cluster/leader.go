@@ -37,6 +37,7 @@ func (n *Node) leaderTick(ctx context.Context, r *raft.Raft) {
 		members[m.Name] = m
 	}
 	n.manageVoters(r, members, now)
+	n.manageNonvoters(r, members, now)
 	n.fenceDead(ctx, r, st, members, now)
 	n.assignVIPs(r, st, members, now)
 	n.reconcile(ctx, r, st, members, now)
@@ -143,6 +144,61 @@ func (n *Node) manageVoters(r *raft.Raft, members map[string]Member, now time.Ti
 	}
 	if len(dead) > 0 {
 		n.changeVoters(r, dead[0].ID, cands[0], fmt.Sprintf("voter %s is dead", dead[0].ID))
+	}
+}
+
+// manageNonvoters keeps every live member that is not a voter in the raft
+// configuration as a non-voter, so that it applies the log (VIP owners,
+// fences, rebuilds) like the voters do: a VIP holder that is not a voter
+// learns from its own applied log that it holds the VIP. A non-voter whose
+// member is dead for FailureTimeout, or whose slot came back with a higher
+// generation, is removed. One change per tick.
+func (n *Node) manageNonvoters(r *raft.Raft, members map[string]Member, now time.Time) {
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		n.log.Warn("raft configuration", "err", err)
+		return
+	}
+	inConf := map[raft.ServerID]bool{}
+	for _, s := range cf.Configuration().Servers {
+		inConf[s.ID] = true
+		if s.Suffrage != raft.Nonvoter {
+			continue
+		}
+		name, gen := parseServerID(s.ID)
+		m, ok := members[name]
+		gone := !ok || m.Generation > gen ||
+			(m.Generation == gen && (m.State == StateDead || m.State == StateLeft) && now.Sub(m.Since) >= n.cfg.FailureTimeout)
+		if gone {
+			if err := r.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("remove non-voter", "server", s.ID, "err", err)
+			}
+			return
+		}
+		if m.Generation == gen && m.State == StateAlive && m.RaftAddr != "" && m.RaftAddr != string(s.Address) {
+			if err := r.AddNonvoter(s.ID, raft.ServerAddress(m.RaftAddr), 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("update non-voter address", "server", s.ID, "err", err)
+			}
+			return
+		}
+	}
+	names := make([]string, 0, len(members))
+	for name := range members {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		m := members[name]
+		id := serverID(m.Name, m.Generation)
+		if m.State != StateAlive || m.RaftAddr == "" || inConf[id] {
+			continue
+		}
+		if err := r.AddNonvoter(id, raft.ServerAddress(m.RaftAddr), 0, 5*time.Second).Error(); err != nil {
+			n.log.Warn("add non-voter", "server", id, "err", err)
+		} else {
+			n.log.Info("non-voter added", "server", id)
+		}
+		return
 	}
 }
 

@@ -48,7 +48,25 @@ from a signed git repository and rebuild lost nodes.`,
 	pf.StringVar(&g.stateDir, "state-dir", "", "directory for local nodes (default $HACTL_STATE_DIR, else $XDG_STATE_HOME/hactl, else ~/.local/state/hactl)")
 
 	root.AddCommand(
-	// Each subcommand lives in its own file as newXCmd(g).
+		// Each subcommand lives in its own file as newXCmd(g).
+		newAgentCmd(g),
+		newUserdataCmd(g),
+		newPublishCmd(g),
+		newValidateCmd(g),
+		newFmtCmd(g),
+		newServeCmd(g),
+		newPlanCmd(g),
+		newConvergeCmd(g),
+		newApplyCmd(g),
+		newStatusCmd(g),
+		newEventsCmd(g),
+		newDestroyCmd(g),
+		newDemoCmd(g),
+		newKeygenCmd(g),
+		newEmulateCmd(g),
+		newChaosCmd(g),
+		newBackupCmd(g),
+		newRestoreCmd(g),
 	)
 	return root
 }

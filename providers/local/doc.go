@@ -22,6 +22,9 @@
 // Machine ids are "<cluster>/<role>-<slot>.g<gen>" (the node directory name,
 // which is also the meta-data instance-id, qualified by its cluster).
 //
+// Discover lists the gossip addresses of a cluster's node directories: the
+// local provider's "cloud auto-join" for the control plane.
+//
 // Provider implements providers.Provider, providers.Fencer,
 // providers.PowerOner and providers.VIPAssigner; Factory adapts it to
 // providers.Factory for cmd/hactl. It is Linux-only: liveness and fencing
