@@ -2,40 +2,19 @@ package agent
 
 import (
 	"fmt"
+	"github.com/hactl/hactl/internal/fsutil"
 	"os"
 	"path/filepath"
 	"strings"
 )
 
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsyncs it and renames it into place.
+// writeFileAtomic writes data to path atomically and durably, creating the
+// directory when it is missing.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fsutil.WriteFile(path, data, mode)
 }
 
 // underRoot joins an absolute machine path (e.g. /etc/hactl/agent.json) under

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/hactl/hactl/converge"
+	"github.com/hactl/hactl/internal/fsutil"
 	"io"
 	"io/fs"
 	"os"
@@ -182,161 +184,22 @@ func fmtCollect(arg string, recursive bool) ([]string, error) {
 	return out, nil
 }
 
-// writeFileAtomic replaces path with b through a temporary file and a
-// rename, keeping the file's permissions.
+// writeFileAtomic replaces path with b atomically, keeping the file's
+// permissions.
 func writeFileAtomic(path string, b []byte) error {
 	st, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(st.Mode().Perm()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := fsutil.WriteFile(path, b, st.Mode().Perm()); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
 
 // unifiedDiff renders the change from a to b as a unified diff with three
-// lines of context. It is meant for small files: above maxDiffCells it
-// shows the whole file replaced.
+// lines of context, labelled old/NAME and new/NAME (the converge engine's
+// diff, which dry runs also print).
 func unifiedDiff(name string, a, b []byte) []byte {
-	if bytes.Equal(a, b) {
-		return nil
-	}
-	al, bl := splitLines(a), splitLines(b)
-	ops := diffLines(al, bl)
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "--- old/%s\n+++ new/%s\n", name, name)
-	const ctx = 3
-	// Group the edit script into hunks.
-	for i := 0; i < len(ops); {
-		if ops[i].kind == ' ' {
-			i++
-			continue
-		}
-		start := max(i-ctx, 0)
-		end := i
-		for end < len(ops) {
-			if ops[end].kind != ' ' {
-				end++
-				continue
-			}
-			run := end
-			for run < len(ops) && ops[run].kind == ' ' {
-				run++
-			}
-			if run == len(ops) || run-end > 2*ctx {
-				end = min(end+ctx, len(ops))
-				break
-			}
-			end = run
-		}
-		aStart, bStart := ops[start].a, ops[start].b
-		var aLen, bLen int
-		for _, op := range ops[start:end] {
-			if op.kind != '+' {
-				aLen++
-			}
-			if op.kind != '-' {
-				bLen++
-			}
-		}
-		if aLen > 0 {
-			aStart++
-		}
-		if bLen > 0 {
-			bStart++
-		}
-		fmt.Fprintf(&buf, "@@ -%d,%d +%d,%d @@\n", aStart, aLen, bStart, bLen)
-		for _, op := range ops[start:end] {
-			buf.WriteByte(op.kind)
-			buf.WriteString(op.line)
-			if !strings.HasSuffix(op.line, "\n") {
-				buf.WriteString("\n\\ No newline at end of file\n")
-			}
-		}
-		i = end
-	}
-	return buf.Bytes()
-}
-
-type diffOp struct {
-	kind byte // ' ', '-', '+'
-	line string
-	a, b int // line index in a and b where the op applies
-}
-
-func splitLines(b []byte) []string {
-	var out []string
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			out = append(out, string(b))
-			break
-		}
-		out = append(out, string(b[:i+1]))
-		b = b[i+1:]
-	}
-	return out
-}
-
-const maxDiffCells = 4 << 20
-
-// diffLines computes an edit script with a longest-common-subsequence table.
-func diffLines(a, b []string) []diffOp {
-	n, m := len(a), len(b)
-	var ops []diffOp
-	if n*m > maxDiffCells {
-		for i, l := range a {
-			ops = append(ops, diffOp{'-', l, i, 0})
-		}
-		for j, l := range b {
-			ops = append(ops, diffOp{'+', l, n, j})
-		}
-		return ops
-	}
-	lcs := make([][]int32, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int32, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	i, j := 0, 0
-	for i < n || j < m {
-		switch {
-		case i < n && j < m && a[i] == b[j]:
-			ops = append(ops, diffOp{' ', a[i], i, j})
-			i++
-			j++
-		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
-			ops = append(ops, diffOp{'-', a[i], i, j})
-			i++
-		default:
-			ops = append(ops, diffOp{'+', b[j], i, j})
-			j++
-		}
-	}
-	return ops
+	return []byte(converge.UnifiedDiff("old/"+name, "new/"+name, a, b))
 }

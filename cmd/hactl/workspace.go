@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/hactl/hactl/internal/fsutil"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -257,11 +258,7 @@ func loadNodeSecrets(dir string, create bool, files map[string]string) error {
 }
 
 func writeSecretFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fsutil.WriteFile(path, b, 0o600)
 }
 
 // observe lists every machine of the cluster on every provider it uses and
