@@ -164,13 +164,17 @@ func ReadMetaData(nodeDir string) (MetaData, error) {
 	return md, nil
 }
 
+// Compiled on first use, not at init: the counted repetitions make large
+// programs that cost every hactl command 0.5 ms of start-up.
 var (
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
-	idRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}-[0-9]+\.g[0-9]+$`)
+	nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`) })
+	idRE   = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}-[0-9]+\.g[0-9]+$`)
+	})
 )
 
 func checkName(kind, s string) error {
-	if !nameRE.MatchString(s) {
+	if !nameRE().MatchString(s) {
 		return fmt.Errorf("local: invalid %s name %q: use letters, digits, '-' and '_' (at most 63)", kind, s)
 	}
 	if kind == "cluster" && s == "bin" {
@@ -210,7 +214,7 @@ func (p *Provider) resolve(id providers.MachineID) (cluster, dir string, err err
 			return "", "", err
 		}
 	}
-	if !idRE.MatchString(name) {
+	if !idRE().MatchString(name) {
 		return "", "", fmt.Errorf("local: invalid machine id %q: want <role>-<slot>.g<generation>", s)
 	}
 	if cluster != "" {

@@ -258,19 +258,29 @@ func (p *Provider) stop(ctx context.Context, dir string, grace time.Duration) er
 	}
 }
 
-// allExited reports whether every pid is gone or a zombie.
+// allExited reports whether every pid has exited: each of its threads is
+// gone or a zombie. Threads matter: the leader of a multi-threaded process
+// (every Go program) can turn zombie while its other threads are still
+// exiting and still hold the shared file table, sockets included.
 func allExited(pids []int) bool {
 	for _, pid := range pids {
-		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		base := "/proc/" + strconv.Itoa(pid)
+		tasks, err := os.ReadDir(base + "/task")
 		if err != nil {
 			continue // gone
 		}
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 || i+2 >= len(stat) {
-			continue
-		}
-		if st := stat[i+2]; st != 'Z' && st != 'X' && st != 'x' {
-			return false
+		for _, t := range tasks {
+			stat, err := os.ReadFile(base + "/task/" + t.Name() + "/stat")
+			if err != nil {
+				continue // this thread is gone
+			}
+			i := bytes.LastIndexByte(stat, ')')
+			if i < 0 || i+2 >= len(stat) {
+				continue
+			}
+			if st := stat[i+2]; st != 'Z' && st != 'X' && st != 'x' {
+				return false
+			}
 		}
 	}
 	return true
