@@ -14,6 +14,7 @@ import (
 	"github.com/hactl/hactl/lang"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // Options control one run.
@@ -62,7 +63,30 @@ type node struct {
 // evaluate or to converge is reported as failed, and only the resources
 // that depend on it are skipped.
 func (e *Engine) Run(ctx context.Context, decls []*lang.ResourceDecl, evalCtx *hcl.EvalContext, opts Options) (*Report, error) {
+	return e.RunCompiled(ctx, e.Compile(decls, evalCtx), evalCtx, opts)
+}
+
+// Compile decodes every declaration's body in evalCtx against its kind's
+// schema: the part of a run that depends only on the declarations and the
+// context, not on the node's state. A caller may keep the result (see
+// Compiled.MarshalBinary) and run it again while both are unchanged.
+func (e *Engine) Compile(decls []*lang.ResourceDecl, evalCtx *hcl.EvalContext) *Compiled {
+	c := &Compiled{Decls: decls, Values: make([]cty.Value, len(decls)), errs: make([]error, len(decls))}
+	for i, d := range decls {
+		c.Values[i], c.errs[i] = e.decode(d, evalCtx)
+	}
+	return c
+}
+
+// RunCompiled is Run on declarations already compiled (by Compile, or
+// decoded from its MarshalBinary form). evalCtx is still handed to the
+// resources (templates render in it); it must be the one c was compiled in.
+func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.EvalContext, opts Options) (*Report, error) {
 	start := time.Now()
+	decls := c.Decls
+	if len(c.Values) != len(decls) {
+		return nil, fmt.Errorf("compiled: %d values for %d declarations", len(c.Values), len(decls))
+	}
 	par := opts.Parallelism
 	if par <= 0 {
 		par = 4
@@ -72,22 +96,22 @@ func (e *Engine) Run(ctx context.Context, decls []*lang.ResourceDecl, evalCtx *h
 	env.Managed = &Managed{}
 	env.Memo = &Memo{}
 
-	nodes := map[string]*node{}
-	var order []*node
+	nodes := make(map[string]*node, len(decls))
+	order := make([]*node, 0, len(decls))
 	g := graph.New()
-	for _, d := range decls {
+	for i, d := range decls {
 		a := d.Addr.String()
 		if prev, dup := nodes[a]; dup {
 			return nil, fmt.Errorf("%s: resource %s is declared twice (first at %s)", d.DeclRange, a, prev.decl.DeclRange)
 		}
 		n := &node{decl: d, addr: a}
+		// Build every resource first: implicit edges need their paths.
+		if n.err = c.err(i); n.err == nil {
+			n.res, n.err = e.build(env, d, c.Values[i])
+		}
 		nodes[a] = n
 		order = append(order, n)
 		g.AddNode(a)
-	}
-	// Build every resource first: implicit edges need their paths.
-	for _, n := range order {
-		n.res, n.err = e.build(env, n.decl, evalCtx)
 	}
 	if err := e.edges(env, g, nodes, order); err != nil {
 		return nil, err
@@ -112,15 +136,27 @@ func (e *Engine) Run(ctx context.Context, decls []*lang.ResourceDecl, evalCtx *h
 	return rep, nil
 }
 
-// build decodes one declaration's body and constructs its resource.
-func (e *Engine) build(env Env, d *lang.ResourceDecl, evalCtx *hcl.EvalContext) (Resource, error) {
+// decode decodes one declaration's body against its kind's schema.
+func (e *Engine) decode(d *lang.ResourceDecl, evalCtx *hcl.EvalContext) (cty.Value, error) {
 	k, ok := e.reg.Kind(d.Addr.Kind)
 	if !ok {
-		return nil, fmt.Errorf("%s: unknown resource kind %q (known: %s)", d.TypeRange, d.Addr.Kind, strings.Join(e.reg.Names(), ", "))
+		return cty.NilVal, fmt.Errorf("%s: unknown resource kind %q (known: %s)", d.TypeRange, d.Addr.Kind, strings.Join(e.reg.Names(), ", "))
+	}
+	if d.Body == nil {
+		return cty.NilVal, fmt.Errorf("%s: resource %s has no body", d.DeclRange, d.Addr)
 	}
 	v, diags := hcldec.Decode(d.Body, k.Spec, evalCtx)
 	if diags.HasErrors() {
-		return nil, fmt.Errorf("%s", diagString(diags))
+		return cty.NilVal, fmt.Errorf("%s", diagString(diags))
+	}
+	return v, nil
+}
+
+// build constructs one declaration's resource from its decoded value.
+func (e *Engine) build(env Env, d *lang.ResourceDecl, v cty.Value) (Resource, error) {
+	k, ok := e.reg.Kind(d.Addr.Kind)
+	if !ok {
+		return nil, fmt.Errorf("%s: unknown resource kind %q (known: %s)", d.TypeRange, d.Addr.Kind, strings.Join(e.reg.Names(), ", "))
 	}
 	env.Logger = env.Logger.With("resource", d.Addr.String())
 	r, err := k.New(env, v)
@@ -231,7 +267,8 @@ type result struct {
 }
 
 // schedule runs the graph: the calling goroutine owns all scheduling state;
-// up to par workers each run one resource and report back on a channel.
+// up to par workers each run one resource at a time and report back on a
+// channel.
 func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]*node, order []*node, par int, apply bool) {
 	pending := map[string]int{}
 	skipBecause := map[string]string{}
@@ -243,7 +280,25 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 			ready = append(ready, n)
 		}
 	}
+	// A fixed pool of workers, not a goroutine per resource: a no-op run's
+	// resources take microseconds each, and fresh goroutines would each
+	// grow a stack for them. The owner hands out a job only while fewer
+	// than par are running, so a worker is always free to take it.
+	type job struct {
+		n       *node
+		base    ResourceReport
+		refresh []string
+	}
+	jobs := make(chan job)
 	results := make(chan result)
+	defer close(jobs)
+	for range min(par, len(order)) {
+		go func() {
+			for j := range jobs {
+				results <- result{j.n, e.runOne(ctx, j.n, j.base, apply, j.refresh)}
+			}
+		}()
+	}
 	running := 0
 	remaining := len(order)
 
@@ -291,7 +346,7 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 				}
 			}
 			running++
-			go func() { results <- result{n, e.runOne(ctx, n, base, apply, refresh)} }()
+			jobs <- job{n, base, refresh}
 		}
 		if running == 0 {
 			if len(ready) == 0 && remaining > 0 {

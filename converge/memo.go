@@ -22,7 +22,10 @@ func (m *Memo) Do(key string, fn func() (any, error)) (any, error) {
 	if m == nil {
 		return fn()
 	}
-	e, _ := m.m.LoadOrStore(key, &memoEntry{})
+	e, ok := m.m.Load(key) // the common case: no entry to allocate
+	if !ok {
+		e, _ = m.m.LoadOrStore(key, &memoEntry{})
+	}
 	me := e.(*memoEntry)
 	me.once.Do(func() { me.v, me.err = fn() })
 	return me.v, me.err

@@ -77,3 +77,47 @@ func BenchmarkParseResources(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEngine_RunCompiled_NoOp is the no-op run of `hactl converge FILE`
+// with its compiled form cached: decode the cached form, then check every
+// resource (no parsing, no HCL decoding).
+func BenchmarkEngine_RunCompiled_NoOp(b *testing.B) {
+	src, env := workload(b)
+	decls, diags := converge.ParseResources("bench.hcl", []byte(src))
+	if diags.HasErrors() {
+		b.Fatal(diags.Error())
+	}
+	e := converge.NewEngine(resources.Builtin(), env)
+	data, err := e.Compile(decls, nil).MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if rep, err := e.Run(b.Context(), decls, nil, converge.Options{}); err != nil || rep.Failed() {
+		b.Fatalf("first run: %v %+v", err, rep)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := converge.UnmarshalCompiled(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep, err := e.RunCompiled(b.Context(), c, nil, converge.Options{})
+		if err != nil || rep.Summary.Unchanged != 230 {
+			b.Fatalf("no-op run: %v %+v", err, rep.Summary)
+		}
+	}
+}
+
+func BenchmarkUnmarshalCompiled(b *testing.B) {
+	src, env := workload(b)
+	decls, _ := converge.ParseResources("bench.hcl", []byte(src))
+	data, err := converge.NewEngine(resources.Builtin(), env).Compile(decls, nil).MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := converge.UnmarshalCompiled(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -19,7 +20,7 @@ import (
 func newConvergeCmd(g *globals) *cobra.Command {
 	var (
 		node, root, report, configDir, address string
-		dryRun                                 bool
+		dryRun, noCache                        bool
 		parallelism                            int
 	)
 	cmd := &cobra.Command{
@@ -35,12 +36,20 @@ nothing. A real run prints a summary and writes a JSON report (default
 
 --root DIR confines every path under DIR (a local node); services there run
 under hactl's own supervisor and keep running after the command exits (the
-next run or the agent takes them over).`,
+next run or the agent takes them over).
+
+A resource FILE is decoded once and kept, decoded, in
+<root>/var/lib/hactl/converge-cache, keyed by a SHA-256 of the file's bytes,
+its name, the node facts it is evaluated with and the hactl executable
+(size and modification time): a later run with the same key skips parsing
+and decoding (not the checks: every resource is still checked against the
+node). --no-cache turns that off. Roles of a configuration are not cached.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if node == "" {
 				return fmt.Errorf("--node is required")
 			}
+			defer oneShotGC()()
 			rootAbs, err := filepath.Abs(root)
 			if err != nil {
 				return err
@@ -60,6 +69,8 @@ next run or the agent takes them over).`,
 				evalCtx   *hcl.EvalContext
 				sourceDir string
 				files     map[string][]byte
+				compiled  *converge.Compiled
+				cache     *compileCache
 			)
 			arg := args[0]
 			if fi, err := os.Stat(arg); err == nil && !fi.IsDir() {
@@ -67,15 +78,21 @@ next run or the agent takes them over).`,
 				if err != nil {
 					return err
 				}
-				var diags hcl.Diagnostics
-				decls, diags = converge.ParseResources(arg, src)
-				if diags.HasErrors() {
-					_ = lang.WriteDiagnostics(g.stderr, map[string][]byte{arg: src}, diags, g.color())
-					return silentExit(1)
-				}
 				facts.Members = map[string][]lang.Member{facts.Role: {{Name: node, Address: address, Slot: facts.Slot}}}
 				evalCtx = factsContext(facts)
 				sourceDir = filepath.Dir(arg)
+				if !noCache {
+					cache = newCompileCache(rootAbs, arg, src, evalCtx)
+					compiled = cache.load(g)
+				}
+				if compiled == nil {
+					var diags hcl.Diagnostics
+					decls, diags = converge.ParseResources(arg, src)
+					if diags.HasErrors() {
+						_ = lang.WriteDiagnostics(g.stderr, map[string][]byte{arg: src}, diags, g.color())
+						return silentExit(1)
+					}
+				}
 			} else {
 				cfg, diags := lang.Load(configDir, lang.LoadOptions{Schemas: reg})
 				if cfg != nil {
@@ -107,7 +124,14 @@ next run or the agent takes them over).`,
 				}
 				env.Supervisor = sup
 			}
-			rep, err := converge.NewEngine(reg, env).Run(cmd.Context(), decls, evalCtx, converge.Options{DryRun: dryRun, Parallelism: parallelism})
+			eng := converge.NewEngine(reg, env)
+			if compiled == nil {
+				compiled = eng.Compile(decls, evalCtx)
+				if cache != nil && !dryRun {
+					cache.store(g, compiled)
+				}
+			}
+			rep, err := eng.RunCompiled(cmd.Context(), compiled, evalCtx, converge.Options{DryRun: dryRun, Parallelism: parallelism})
 			if err != nil {
 				return err
 			}
@@ -140,7 +164,24 @@ next run or the agent takes them over).`,
 	f.StringVar(&configDir, "config", ".", "configuration directory, when ROLE-OR-FILE names a role")
 	f.StringVar(&address, "address", "127.0.0.1", "this node's address (node.address in templates)")
 	f.IntVar(&parallelism, "parallelism", 4, "resources converged at once")
+	f.BoolVar(&noCache, "no-cache", false, "parse and decode a resource FILE on every run; neither read nor write <root>/var/lib/hactl/converge-cache")
 	return cmd
+}
+
+// oneShotGC turns the garbage collector off for a one-shot run and returns
+// what restores the settings (for tests, which run commands in-process): a
+// run allocates a few MB per hundred resources and exits, so collecting is
+// pure overhead (a third of a no-op run's CPU). A soft memory limit of at
+// most 256 MiB brings the collector back should a huge configuration ever
+// need it. The agent, which converges in a loop, keeps the default.
+func oneShotGC() (restore func()) {
+	lim := debug.SetMemoryLimit(-1)
+	debug.SetMemoryLimit(min(lim, 256<<20))
+	pct := debug.SetGCPercent(-1)
+	return func() {
+		debug.SetGCPercent(pct)
+		debug.SetMemoryLimit(lim)
+	}
 }
 
 // roleOf and slotOf split a node name ROLE-SLOT.

@@ -127,3 +127,77 @@ role "web" {
 		t.Errorf("unknown role: code %d %s", code, stderr)
 	}
 }
+
+// The compiled form of a resource file is reused only while the file, the
+// facts and the binary are the same, and a damaged cache is never trusted.
+func TestConvergeCmd_FileCache(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "node")
+	file := filepath.Join(dir, "res.hcl")
+	cache := filepath.Join(root, "var/lib/hactl/converge-cache")
+	motd := filepath.Join(root, "etc/motd")
+	writeRes := func(greeting string) {
+		t.Helper()
+		src := `resource "file" "motd" {
+  path    = "/etc/motd"
+  content = "` + greeting + ` ${node.name}\n"
+  mode    = "0640"
+}
+`
+		if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(wantHit bool, node, want string, extra ...string) {
+		t.Helper()
+		args := append([]string{"converge", file, "--node", node, "--root", root, "--log-level", "debug"}, extra...)
+		stdout, stderr, code := convergeCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("converge %v: code %d\n%s\n%s", extra, code, stdout, stderr)
+		}
+		if hit := strings.Contains(stderr, "converge cache hit"); hit != wantHit {
+			t.Errorf("converge %v as %s: cache hit = %v, want %v\n%s", extra, node, hit, wantHit, stderr)
+		}
+		if got := readFile(t, motd); got != want {
+			t.Errorf("converge %v as %s: motd %q, want %q", extra, node, got, want)
+		}
+	}
+	writeRes("hello")
+	run(false, "web-1", "hello web-1\n")
+	if _, err := os.Stat(cache); err != nil {
+		t.Fatalf("no cache after a run: %v", err)
+	}
+	// A hit still checks the node: drifted content and mode are repaired.
+	if err := os.WriteFile(motd, []byte("drifted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(true, "web-1", "hello web-1\n")
+	if fi, err := os.Stat(motd); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode after a cached run: %v %v", fi.Mode(), err)
+	}
+	run(false, "web-2", "hello web-2\n") // other facts: miss
+	writeRes("bye")
+	run(false, "web-2", "bye web-2\n") // other file content: miss
+	run(true, "web-2", "bye web-2\n")
+	run(false, "web-2", "bye web-2\n", "--no-cache")
+	// A damaged cache is refused and rewritten.
+	b, err := os.ReadFile(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(cache, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(false, "web-2", "bye web-2\n")
+	run(true, "web-2", "bye web-2\n")
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/hactl/hactl/converge"
@@ -151,12 +152,13 @@ func (f *File) CheckApply(ctx context.Context, apply bool) (bool, error) {
 		}
 	}
 	var old []byte
+	same := regular
 	if regular {
-		if old, err = os.ReadFile(f.path); err != nil {
+		if old, same, err = readCompare(f.path, fi.Size(), want, f.want != nil); err != nil {
 			return false, err
 		}
 	}
-	rewrite := !regular || (f.want != nil && string(old) != string(want))
+	rewrite := !regular || (f.want != nil && !same)
 	if rewrite {
 		f.old, f.new = old, want
 		if f.want == nil { // attributes only: create an empty file
@@ -206,6 +208,45 @@ func (f *File) CheckApply(ctx context.Context, apply bool) (bool, error) {
 	}
 	f.change = joinChanges(diffs)
 	return false, nil
+}
+
+// readCompare returns the content of the regular file at path (size from
+// its Lstat) and whether it is exactly want; with compare false
+// (attributes only) it just reads. It reads with plain open/read/close
+// system calls into one buffer of the Lstat size plus one byte: os.Open
+// would also try to register the descriptor with the poller (a failing
+// epoll_ctl per file) and fstat it. A file that changed size since the
+// Lstat is still read whole and compared.
+func readCompare(path string, size int64, want []byte, compare bool) (old []byte, same bool, err error) {
+	var fd int
+	for {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, false, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	buf := make([]byte, 0, size+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 4096)
+		}
+		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, false, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return buf, compare && string(buf) == string(want), nil
 }
 
 // writeAtomic writes data to a temporary file in path's directory and

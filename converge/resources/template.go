@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"strconv"
 
 	"github.com/hactl/hactl/converge"
 	"github.com/hashicorp/hcl/v2"
@@ -37,14 +38,16 @@ func templateKind() converge.Kind {
 			if (src == "") == (content == nil) && !f.absent {
 				return nil, errors.New("exactly one of source and content is required")
 			}
-			vars := map[string]cty.Value{}
+			var vars map[string]cty.Value
 			if o.has("vars") {
 				vv := v.GetAttr("vars")
 				if !vv.Type().IsObjectType() && !vv.Type().IsMapType() {
 					return nil, errors.New("vars: want an object")
 				}
-				for k, e := range vv.AsValueMap() {
-					vars[k] = compactNumber(e)
+				vars = make(map[string]cty.Value, vv.LengthInt())
+				for it := vv.ElementIterator(); it.Next(); {
+					k, e := it.Element()
+					vars[k.AsString()] = compactNumber(e)
 				}
 			}
 			if content != nil {
@@ -75,6 +78,9 @@ func render(env converge.Env, path string, vars map[string]cty.Value) ([]byte, e
 		return nil, err
 	}
 	expr := v.(hclsyntax.Expression)
+	if out, ok := renderSimple(expr, vars); ok {
+		return out, nil
+	}
 	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{}}
 	if env.EvalContext != nil {
 		ctx = env.EvalContext.NewChild()
@@ -109,4 +115,62 @@ func compactNumber(v cty.Value) cty.Value {
 		return cty.NumberIntVal(i)
 	}
 	return v
+}
+
+// renderSimple renders the common template shape (literal text and ${name}
+// interpolations of a var holding a string, a whole number or a bool)
+// without cty conversions, producing exactly what TemplateExpr.Value and
+// convert.Convert would (numbers are formatted like big.Float's 'f', -1,
+// which for whole numbers is the decimal integer). ok is false for any
+// other shape, which the caller then evaluates in full.
+func renderSimple(expr hclsyntax.Expression, vars map[string]cty.Value) ([]byte, bool) {
+	t, ok := expr.(*hclsyntax.TemplateExpr)
+	if !ok {
+		return nil, false
+	}
+	size := 0
+	for _, p := range t.Parts {
+		if l, ok := p.(*hclsyntax.LiteralValueExpr); ok && l.Val.Type() == cty.String && l.Val.IsKnown() && !l.Val.IsNull() && !l.Val.IsMarked() {
+			size += len(l.Val.AsString())
+		} else {
+			size += 16
+		}
+	}
+	buf := make([]byte, 0, size)
+	for _, p := range t.Parts {
+		var v cty.Value
+		switch p := p.(type) {
+		case *hclsyntax.LiteralValueExpr:
+			v = p.Val
+		case *hclsyntax.ScopeTraversalExpr:
+			if len(p.Traversal) != 1 {
+				return nil, false
+			}
+			var found bool
+			if v, found = vars[p.Traversal.RootName()]; !found {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+		if !v.IsKnown() || v.IsNull() || v.IsMarked() {
+			return nil, false
+		}
+		switch v.Type() {
+		case cty.String:
+			buf = append(buf, v.AsString()...)
+		case cty.Bool:
+			buf = strconv.AppendBool(buf, v.True())
+		case cty.Number:
+			bf := v.AsBigFloat()
+			i, acc := bf.Int64()
+			if !bf.IsInt() || acc != big.Exact || (i == 0 && bf.Signbit()) {
+				return nil, false
+			}
+			buf = strconv.AppendInt(buf, i, 10) // "-0" stays with the slow path
+		default:
+			return nil, false
+		}
+	}
+	return buf, true
 }

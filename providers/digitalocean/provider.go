@@ -68,7 +68,10 @@ func (p *Provider) Client() *godo.Client { return p.c }
 
 // ---- tags
 
-var tagValueRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,200}$`)
+// tagValueRE is compiled on first use: the counted repetition makes a
+// large program, and compiling it at init cost every hactl command
+// (converge included) 0.7 ms of start-up.
+var tagValueRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z0-9_-]{1,200}$`) })
 
 func tag(key, value string) string { return key + "-" + value }
 
@@ -232,7 +235,7 @@ func (p *Provider) listTag(ctx context.Context, t string) ([]godo.Droplet, error
 // created within ConsistencyWindow that list-by-tag does not show yet,
 // minus droplets this process deleted that it still shows.
 func (p *Provider) List(ctx context.Context, cluster string) ([]providers.Machine, error) {
-	if !tagValueRE.MatchString(cluster) {
+	if !tagValueRE().MatchString(cluster) {
 		return nil, fmt.Errorf("digitalocean: cluster name %q: only letters, digits, '-' and '_' fit a DO tag", cluster)
 	}
 	ds, err := p.listTag(ctx, tag(providers.TagCluster, cluster))
@@ -331,7 +334,7 @@ func (p *Provider) findSlot(ctx context.Context, req providers.CreateRequest) (p
 // looks for the droplet by its tags for up to ConsistencyWindow first.
 func (p *Provider) Create(ctx context.Context, req providers.CreateRequest) (providers.Machine, error) {
 	for what, v := range map[string]string{"cluster": req.Cluster, "role": req.Role} {
-		if !tagValueRE.MatchString(v) {
+		if !tagValueRE().MatchString(v) {
 			return providers.Machine{}, fmt.Errorf("digitalocean: %s name %q: only letters, digits, '-' and '_' fit a DO tag", what, v)
 		}
 	}

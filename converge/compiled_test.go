@@ -1,0 +1,120 @@
+package converge
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/hactl/hactl/lang"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// valueKind accepts attributes of many types and keeps nothing: the test
+// is about the decoded values.
+func valueKind() Kind {
+	return Kind{
+		Name: "value",
+		Spec: hcldec.ObjectSpec{
+			"any":  &hcldec.AttrSpec{Name: "any", Type: cty.DynamicPseudoType},
+			"str":  &hcldec.AttrSpec{Name: "str", Type: cty.String},
+			"num":  &hcldec.AttrSpec{Name: "num", Type: cty.Number},
+			"list": &hcldec.AttrSpec{Name: "list", Type: cty.List(cty.String)},
+			"set":  &hcldec.AttrSpec{Name: "set", Type: cty.Set(cty.Number)},
+			"map":  &hcldec.AttrSpec{Name: "map", Type: cty.Map(cty.Bool)},
+			"def":  &hcldec.DefaultSpec{Primary: &hcldec.AttrSpec{Name: "def", Type: cty.String}, Default: &hcldec.LiteralSpec{Value: cty.StringVal("d")}},
+		},
+		New: func(env Env, v cty.Value) (Resource, error) { return &probe{r: newRecorder()}, nil },
+	}
+}
+
+const compiledSrc = `
+resource "value" "a" {
+  any  = { name = "svc-1", port = 8080, on = true, nested = { x = [1, "two", null] }, e = {}, t = [] }
+  str  = "héllo\n${"x"}"
+  num  = 123456789012345678901234567890.5
+  list = ["a", "b"]
+  set  = [3, 1, 2]
+  map  = { yes = true, no = false }
+}
+resource "value" "b" {
+  num        = -0.001
+  list       = []
+  map        = {}
+  depends_on = [value.a]
+  notify     = [value.c]
+}
+resource "value" "c" {
+  any       = "plain"
+  subscribe = [value.a]
+}
+`
+
+func TestCompiled_MarshalBinary_RoundTrip(t *testing.T) {
+	reg := NewRegistry(valueKind())
+	e := NewEngine(reg, Env{Root: t.TempDir()})
+	c := e.Compile(parse(t, compiledSrc), nil)
+	if !c.OK() {
+		t.Fatalf("compile: %v", c.errs)
+	}
+	data, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalCompiled(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(c.Decls, got.Decls, cmpopts.IgnoreFields(lang.ResourceDecl{}, "Body")); diff != "" {
+		t.Errorf("declarations differ (-compiled +decoded):\n%s", diff)
+	}
+	for i, v := range c.Values {
+		if !got.Values[i].RawEquals(v) {
+			t.Errorf("%s: decoded %#v, compiled %#v", c.Decls[i].Addr, got.Values[i], v)
+		}
+	}
+	// The decoded form runs like the original.
+	r1, err := e.RunCompiled(context.Background(), c, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := e.RunCompiled(context.Background(), got, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(statuses(r1), statuses(r2)); diff != "" {
+		t.Errorf("statuses differ:\n%s", diff)
+	}
+}
+
+func TestUnmarshalCompiled_Damaged(t *testing.T) {
+	e := NewEngine(NewRegistry(valueKind()), Env{Root: t.TempDir()})
+	data, err := e.Compile(parse(t, compiledSrc), nil).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]byte{
+		"empty":     nil,
+		"truncated": data[:len(data)/2],
+		"flipped":   append(append([]byte{}, data[:40]...), append([]byte{data[40] ^ 1}, data[41:]...)...),
+		"not ours":  []byte(strings.Repeat("x", 100)),
+	}
+	for name, d := range cases {
+		if _, err := UnmarshalCompiled(d); err == nil {
+			t.Errorf("%s: decoded without an error", name)
+		}
+	}
+}
+
+func TestCompiled_MarshalBinary_RefusesFailedDecode(t *testing.T) {
+	e := NewEngine(NewRegistry(valueKind()), Env{Root: t.TempDir()})
+	c := e.Compile(parse(t, `resource "value" "a" { num = "not a number" }`+"\n"+`resource "nosuch" "b" {}`), nil)
+	if c.OK() {
+		t.Fatal("OK() with a failed decode")
+	}
+	if _, err := c.MarshalBinary(); err == nil {
+		t.Fatal("MarshalBinary encoded a failed compilation")
+	}
+}
