@@ -21,6 +21,9 @@ import (
 //	GET  /v1/cluster  the control plane as this node sees it (ClusterStatus);
 //	                  404 when the node runs without one
 //	GET  /v1/events   the cluster's history (ClusterEvent list)
+//	POST /v1/apply    on the leader: converge to {"revision"} and stream the
+//	                  reconciler's progress as ApplyEvent lines (NDJSON);
+//	                  421 NotLeader elsewhere, 501 without a reconciler
 //	GET  /metrics     Prometheus metrics
 //
 // The API is unauthenticated and must only listen on the node's private
@@ -81,6 +84,7 @@ func (a *Agent) Handler() http.Handler {
 		}
 		writeJSON(w, map[string]any{"events": NewClusterEvents(a.opts.Control.Events())})
 	})
+	mux.HandleFunc("POST /v1/apply", a.serveApply)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.met.reg, promhttp.HandlerOpts{}))
 	return mux
 }

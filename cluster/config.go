@@ -63,10 +63,12 @@ type Config struct {
 	// MaxVoters caps the voter set (5: tolerates two failures).
 	MaxVoters int
 
-	// Membership tuning (memberlist, from DefaultLANConfig, tightened).
-	ProbeInterval       time.Duration // 500ms: time between failure probes
-	ProbeTimeout        time.Duration // 250ms: wait for an ack (a LAN round trip is far less)
-	SuspicionMult       int           // 3: suspicion timeout = mult × log(N) × ProbeInterval
+	// Membership tuning (memberlist, from DefaultLANConfig, tightened for a
+	// LAN; see docs/control-plane.md for the measurements behind them).
+	ProbeInterval       time.Duration // 200ms: time between failure probes
+	ProbeTimeout        time.Duration // 100ms: wait for a direct ack (a LAN round trip is far less)
+	SuspicionMult       int           // 3: suspicion timeout = mult × max(1, log10 N) × ProbeInterval (600ms up to 10 nodes)
+	IndirectChecks      int           // 3: peers asked to probe a target that missed its direct ack
 	GossipInterval      time.Duration // 100ms
 	DeadNodeReclaimTime time.Duration // 5s: a rebuilt slot may rejoin under its name after this
 
@@ -74,7 +76,13 @@ type Config struct {
 	HeartbeatTimeout   time.Duration // 1s
 	ElectionTimeout    time.Duration // 1s
 	LeaderLeaseTimeout time.Duration // 500ms
-	SnapshotThreshold  uint64        // 1024 log entries between snapshots
+	// CommitTimeout: an idle leader sends every follower an AppendEntries at
+	// this period (randomised up to 2×) on top of the heartbeats
+	// (HeartbeatTimeout/10); it is also how late a follower may learn that
+	// the last entry (a VIP owner, say) committed when nothing follows it.
+	// 150ms (raft's default is 50ms); see docs/performance.md.
+	CommitTimeout     time.Duration
+	SnapshotThreshold uint64 // 1024 log entries between snapshots
 
 	// Tick is the period of the node's control loop (quorum check, VIP
 	// claims, voter management, fencing, reconcile). 500ms.
@@ -86,9 +94,20 @@ type Config struct {
 	// FailureTimeout is how long a member must be dead in gossip before the
 	// leader fences it and moves its VIPs. 5s.
 	FailureTimeout time.Duration
+	// LeaderAvoidsVIPs makes a leader that holds a VIP hand leadership to a
+	// live voter holding none (a witness first), so that the death of a VIP
+	// holder never also costs an election before its VIP can move. true.
+	LeaderAvoidsVIPs bool
+	// VIPFenceAfter replaces FailureTimeout for a dead member that the log
+	// names as a VIP holder: its VIP can only move once it is fenced, so it
+	// is fenced as soon as gossip declares it dead. Fencing is confirmed
+	// through the provider, so a false death costs a rebuild, never two
+	// holders. 0 (the default) fences at once.
+	VIPFenceAfter time.Duration
 	// FenceDelay is staggered per slot: the leader waits FenceDelay×(own slot−1)
 	// before fencing and then verifies it is still leader, so that of two
-	// would-be fencers the lower slot acts first. 2s.
+	// would-be fencers the lower slot acts first. 250ms (far more than the
+	// leader check that follows it takes on a LAN).
 	FenceDelay time.Duration
 	// LoneSurvivorAfter: a voter without quorum for this long checks whether
 	// it is the lone survivor (every other voter off or gone according to the
@@ -174,19 +193,22 @@ func DefaultConfig() Config {
 		BindAddr:              netip.MustParseAddr("127.0.0.1"),
 		JoinRetry:             2 * time.Second,
 		MaxVoters:             5,
-		ProbeInterval:         500 * time.Millisecond,
-		ProbeTimeout:          250 * time.Millisecond,
+		ProbeInterval:         200 * time.Millisecond,
+		ProbeTimeout:          100 * time.Millisecond,
 		SuspicionMult:         3,
+		IndirectChecks:        3,
 		GossipInterval:        100 * time.Millisecond,
 		DeadNodeReclaimTime:   5 * time.Second,
 		HeartbeatTimeout:      time.Second,
 		ElectionTimeout:       time.Second,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
+		CommitTimeout:         150 * time.Millisecond,
 		SnapshotThreshold:     1024,
 		Tick:                  500 * time.Millisecond,
 		SelfFenceTimeout:      10 * time.Second,
 		FailureTimeout:        5 * time.Second,
-		FenceDelay:            2 * time.Second,
+		FenceDelay:            250 * time.Millisecond,
+		LeaderAvoidsVIPs:      true,
 		LoneSurvivorAfter:     30 * time.Second,
 		MaxConcurrentRebuilds: 1,
 		RebuildBackoff:        30 * time.Second,

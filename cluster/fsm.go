@@ -129,17 +129,30 @@ const (
 	opVIP     = "vip"
 	opPrimary = "primary"
 	opEvent   = "event"
+	// opCommit changes nothing: the leader appends it right after a VIP
+	// owner so that followers learn at once that the owner committed,
+	// instead of at the next idle AppendEntries (CommitTimeout).
+	opCommit = "commit"
 )
 
 // fsm applies commands to State. Reads take a copy under the lock.
 type fsm struct {
 	mu sync.Mutex
 	st State
+	// changed, when set before raft starts, is called (without blocking)
+	// after a fence or a VIP owner is applied.
+	changed func()
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM() *fsm { return &fsm{st: newState()} }
+
+func (f *fsm) notify() {
+	if f.changed != nil {
+		f.changed()
+	}
+}
 
 func (f *fsm) Apply(l *raft.Log) any {
 	var c command
@@ -155,6 +168,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 			return fmt.Errorf("log entry %d: fence without record", l.Index)
 		}
 		f.st.Fences[fmt.Sprintf("%s@%d", c.Fence.Name, c.Fence.Generation)] = *c.Fence
+		defer f.notify()
 		ev.Node, ev.Message = c.Fence.Name, fmt.Sprintf("fenced %s generation %d (%s) by %s: %s", c.Fence.Name, c.Fence.Generation, c.Fence.Machine, c.Fence.By, c.Fence.Reason)
 	case opRebuild:
 		if c.Rebuild == nil {
@@ -172,6 +186,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 			return fmt.Errorf("log entry %d: vip without record", l.Index)
 		}
 		f.st.VIPs[c.VIP.VIP] = *c.VIP
+		defer f.notify()
 		ev.Node = c.VIP.Holder
 		if c.VIP.Holder == "" {
 			ev.Message = fmt.Sprintf("vip %s released: %s", c.VIP.VIP, c.Message)
@@ -183,6 +198,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 		ev.Message = fmt.Sprintf("data %s primary is %s", c.Data, c.Node)
 	case opEvent:
 		ev.Kind, ev.Message = c.Kind, c.Message
+	case opCommit:
+		return nil // not history
 	default:
 		return fmt.Errorf("log entry %d: unknown op %q", l.Index, c.Op)
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/hactl/hactl/plan"
+
 	"github.com/hactl/hactl/providers"
 )
 
@@ -41,6 +43,67 @@ func (n *Node) leaderTick(ctx context.Context, r *raft.Raft) {
 	n.fenceDead(ctx, r, st, members, now)
 	n.assignVIPs(r, st, members, now)
 	n.reconcile(ctx, r, st, members, now)
+	n.shedLeadership(r, st, members, now)
+}
+
+// shedLeadership hands leadership to a live voter that holds no VIP when
+// this leader holds one (Config.LeaderAvoidsVIPs): when a VIP holder dies,
+// its VIP can move as soon as the leader fences it, but when the holder was
+// also the leader the move waits for an election first. It runs at most once
+// per 10 s, never while a rebuild is in flight, and only to a voter that is
+// alive, healthy and named as no VIP's holder (witnesses first).
+func (n *Node) shedLeadership(r *raft.Raft, st State, members map[string]Member, now time.Time) {
+	if !n.cfg.LeaderAvoidsVIPs || n.busy("shed") {
+		return
+	}
+	n.mu.Lock()
+	held, last := len(n.held) > 0, n.lastShed
+	n.mu.Unlock()
+	if !held || now.Sub(last) < 10*time.Second {
+		return
+	}
+	for _, rb := range st.Rebuilds {
+		if active(rb) {
+			return
+		}
+	}
+	vs, err := voters(r)
+	if err != nil {
+		return
+	}
+	var best *raft.Server
+	bestWitness := false
+	for i, s := range vs {
+		name, gen := parseServerID(s.ID)
+		m, ok := members[name]
+		if name == n.cfg.Name || !ok || m.Generation != gen || m.State != StateAlive || m.Health == plan.HealthFailing || len(m.VIPs) > 0 || holdsVIP(st, m) {
+			continue
+		}
+		if best == nil || (m.Witness && !bestWitness) || (m.Witness == bestWitness && string(s.ID) < string(best.ID)) {
+			best, bestWitness = &vs[i], m.Witness
+		}
+	}
+	if best == nil {
+		return
+	}
+	n.mu.Lock()
+	n.lastShed = now
+	n.tasks["shed"] = true
+	n.mu.Unlock()
+	id, addr := best.ID, best.Address
+	n.note("leader", fmt.Sprintf("handing leadership to %s: this leader holds a VIP, and a VIP holder that also leads fails over only after an election", id))
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() {
+			n.mu.Lock()
+			delete(n.tasks, "shed")
+			n.mu.Unlock()
+		}()
+		if err := r.LeadershipTransferToServer(id, addr).Error(); err != nil {
+			n.log.Warn("leadership transfer", "to", id, "err", err)
+		}
+	}()
 }
 
 // voters returns the current raft configuration's voters.
@@ -259,7 +322,11 @@ func (n *Node) fenceDead(ctx context.Context, r *raft.Raft, st State, members ma
 		return
 	}
 	for _, m := range members {
-		if m.State != StateDead || now.Sub(m.Since) < n.cfg.FailureTimeout {
+		wait := n.cfg.FailureTimeout
+		if holdsVIP(st, m) {
+			wait = min(wait, n.cfg.VIPFenceAfter)
+		}
+		if m.State != StateDead || now.Sub(m.Since) < wait {
 			continue
 		}
 		key := fmt.Sprintf("%s@%d", m.Name, m.Generation)
@@ -288,6 +355,16 @@ func (n *Node) fenceDead(ctx context.Context, r *raft.Raft, st State, members ma
 			}
 		}()
 	}
+}
+
+// holdsVIP reports whether the log names member generation m as a VIP holder.
+func holdsVIP(st State, m Member) bool {
+	for _, o := range st.VIPs {
+		if o.Holder == m.Name && o.Generation == m.Generation {
+			return true
+		}
+	}
+	return false
 }
 
 // fence cuts member m off through the provider and records the confirmed

@@ -34,6 +34,7 @@ type Node struct {
 	log  *slog.Logger
 	ms   *membership
 	stop chan struct{}
+	kick chan struct{}  // wakes the control loop before its next tick (buffer 1)
 	wg   sync.WaitGroup // every goroutine the node starts
 
 	netTrans  *memberlist.NetTransport
@@ -60,6 +61,8 @@ type Node struct {
 	barrier  uint64 // term for which the leader has applied a barrier
 	lastLone time.Time
 	noted    map[string]bool
+	planned  plannedAt // the reconciler's last plan (leader only)
+	lastShed time.Time // last leadership hand-off (LeaderAvoidsVIPs)
 }
 
 // New validates cfg, opens the raft store and binds the gossip and raft
@@ -73,7 +76,7 @@ func New(cfg Config) (*Node, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	lg = lg.With("node", cfg.Name)
-	n := &Node{cfg: cfg, log: lg, stop: make(chan struct{}), held: map[string]bool{}, tasks: map[string]bool{}, fsm: newFSM()}
+	n := &Node{cfg: cfg, log: lg, stop: make(chan struct{}), kick: make(chan struct{}, 1), held: map[string]bool{}, tasks: map[string]bool{}, fsm: newFSM()}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node %s data dir: %w", cfg.Name, err)
 	}
@@ -116,6 +119,7 @@ func New(cfg Config) (*Node, error) {
 	n.meta = nodeMeta{Role: cfg.Role, Slot: cfg.Slot, Generation: cfg.Generation, RaftAddr: n.raftAddr,
 		Voter: cfg.Voter, Witness: cfg.Witness, Formed: formed}
 	n.ms = newMembership(cfg.Name, n.localMeta, lg, &n.wg, n.stop)
+	n.ms.onDead = n.wake
 	return n, nil
 }
 
@@ -252,6 +256,9 @@ func (n *Node) startGossip() (*memberlist.Memberlist, error) {
 	if n.cfg.SuspicionMult > 0 {
 		mc.SuspicionMult = n.cfg.SuspicionMult
 	}
+	if n.cfg.IndirectChecks > 0 {
+		mc.IndirectChecks = n.cfg.IndirectChecks
+	}
 	if n.cfg.GossipInterval > 0 {
 		mc.GossipInterval = n.cfg.GossipInterval
 	}
@@ -276,6 +283,9 @@ func (n *Node) raftConfig() *raft.Config {
 	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	if n.cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = n.cfg.CommitTimeout
+	}
 	if n.cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	}
@@ -298,6 +308,7 @@ func (n *Node) startRaft(s raft.StreamLayer, recoverAlone bool) error {
 	tr := n.transport(s)
 	rc := n.raftConfig()
 	f := newFSM()
+	f.changed = n.wake
 	if recoverAlone {
 		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(n.raftAddr)}}}
 		if err := raft.RecoverCluster(rc, newFSM(), n.store, n.store, n.snaps, tr, conf); err != nil {
@@ -358,7 +369,18 @@ func (n *Node) controlLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.kick:
 		}
+	}
+}
+
+// wake runs the control loop's next pass now instead of at the next tick: a
+// member died, or a fence or a VIP owner was applied to the log. It never
+// blocks; wakes while a pass is pending coalesce.
+func (n *Node) wake() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
 	}
 }
 

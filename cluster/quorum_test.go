@@ -243,6 +243,12 @@ func TestNode_VIP_SingleHolderThroughFailoverAndFailback(t *testing.T) {
 	// through the two-phase release.
 	c := mk("lb-1", "lb", 1, 2, false)
 	c.Join = []string{lb2.GossipAddr()}
+	// The VIP moves as soon as its dead holder is fenced; a real rebuild
+	// starts only after FailureTimeout, past gossip's reclaim time.
+	eventually(t, "lb-1 dead for longer than the reclaim time", func() bool {
+		m, ok := lb2.ms.member("lb-1")
+		return ok && m.State == StateDead && time.Since(m.Since) > c.DeadNodeReclaimTime
+	})
 	lb1b := e.start(c)
 	nodesMu.Lock()
 	sampled = append(sampled, lb1b)

@@ -74,6 +74,15 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft, st State, members ma
 		machineGen[o.Machine.ID] = o.Machine.Generation
 	}
 	steps := n.cfg.Planner(in)
+	pending := 0
+	for _, s := range steps {
+		if s.Action != plan.ActionMoveVIP {
+			pending++
+		}
+	}
+	n.mu.Lock()
+	n.planned = plannedAt{At: now, Spec: spec, Steps: pending}
+	n.mu.Unlock()
 	var order []string
 	bySlot := map[string][]plan.Step{}
 	for _, s := range steps {
@@ -157,6 +166,13 @@ func (n *Node) observe(ctx context.Context, members map[string]Member, st State,
 	}
 	for _, f := range st.Fences {
 		in.KnownGenerations[f.Name] = max(in.KnownGenerations[f.Name], f.Generation)
+	}
+	// A machine destroyed behind the cluster's back (no fence, no rebuild
+	// in the log) is still remembered by gossip: its replacement must get
+	// a new generation, never reuse the old one's identity (name@generation
+	// is the raft server id and the fencing token).
+	for name, m := range members {
+		in.KnownGenerations[name] = max(in.KnownGenerations[name], m.Generation)
 	}
 	for _, pn := range names {
 		in.Capabilities[pn] = providers.CapabilitiesOf(ps[pn])

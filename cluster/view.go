@@ -110,6 +110,7 @@ type membership struct {
 	name    string
 	wg      *sync.WaitGroup // the node's; subscriber goroutines join it
 	stop    <-chan struct{} // closed when the node stops; ends subscriptions
+	onDead  func()          // set before gossip starts; called when a member dies
 }
 
 var (
@@ -183,6 +184,9 @@ func (ms *membership) record(n *memberlist.Node, t EventType) {
 	ev := MemberEvent{Type: t, Member: m.clone(), Time: now}
 	for s := range ms.subs {
 		s.push(ev)
+	}
+	if (t == EventDead || t == EventLeave) && ms.onDead != nil {
+		ms.onDead()
 	}
 }
 

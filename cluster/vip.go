@@ -108,9 +108,14 @@ func (n *Node) assignVIPs(r *raft.Raft, st State, members map[string]Member, now
 // leave the record as it is. gone reports whether a member generation that
 // is not alive can be treated as unable to hold anything (fenced).
 func decideVIP(v VIPSpec, own VIPOwner, members map[string]Member, now time.Time, gone func(name string, gen int, since time.Time) bool) (next VIPOwner, why string, ok bool) {
+	// A generation whose fence is confirmed (or whose slot was rebuilt) is
+	// gone even when gossip still shows it alive: a slot rebuilt within
+	// memberlist's reclaim time rejoins under the same name and refutes the
+	// suspicion of its dead predecessor, whose record then looks alive.
+	cut := func(name string, gen int) bool { return gone(name, gen, time.Time{}) }
 	var cands []Member
 	for _, m := range members {
-		if m.State == StateAlive && m.Role == v.Role && !m.Witness && m.Health != plan.HealthFailing {
+		if m.State == StateAlive && m.Role == v.Role && !m.Witness && m.Health != plan.HealthFailing && !cut(m.Name, m.Generation) {
 			cands = append(cands, m)
 		}
 	}
@@ -124,7 +129,7 @@ func decideVIP(v VIPSpec, own VIPOwner, members map[string]Member, now time.Time
 		// Phase two: assign only once nobody reports it bound, and dead
 		// reporters are safely gone.
 		for _, m := range members {
-			if m.Holds(v.Address) && (m.State == StateAlive || m.State == StateSuspect || !gone(m.Name, m.Generation, m.Since)) {
+			if m.Holds(v.Address) && !cut(m.Name, m.Generation) && (m.State == StateAlive || m.State == StateSuspect || !gone(m.Name, m.Generation, m.Since)) {
 				return VIPOwner{}, "", false
 			}
 		}
@@ -137,6 +142,12 @@ func decideVIP(v VIPSpec, own VIPOwner, members map[string]Member, now time.Time
 	release := VIPOwner{VIP: v.Address, Since: now} // phase one of a move
 	h, known := members[own.Holder]
 	same := known && h.Generation == own.Generation
+	if cut(own.Holder, own.Generation) {
+		if len(cands) > 0 {
+			release.Holder, release.Generation = cands[0].Name, cands[0].Generation
+		}
+		return release, fmt.Sprintf("holder %s generation %d is fenced", own.Holder, own.Generation), true
+	}
 	switch {
 	case same && h.State == StateAlive && h.Health != plan.HealthFailing && h.Role == v.Role:
 		if len(cands) == 0 || cands[0].Name == h.Name || cands[0].Slot > h.Slot {
@@ -187,11 +198,19 @@ func healthName(h plan.Health) string {
 }
 
 // safelyGone: a member generation that is not alive may be treated as unable
-// to act when its fence is confirmed in the log, or when it has been dead for
+// to act when its fence is confirmed in the log, when the log records its
+// slot rebuilt as a newer generation, or when it has been dead for
 // longer than its watchdog needs to self-fence (SelfFenceTimeout plus the
 // time a follower keeps believing it has quorum, plus two ticks).
 func (n *Node) safelyGone(st State, name string, gen int, deadSince time.Time, now time.Time) bool {
 	if _, ok := st.Fences[fmt.Sprintf("%s@%d", name, gen)]; ok {
+		return true
+	}
+	// A newer generation of the slot has been created: the reconciler
+	// creates one only after the old machine was fenced or was gone from
+	// the provider's inventory (deleted behind the cluster's back), so the
+	// old generation holds nothing any more.
+	if rb, ok := st.Rebuilds[name]; ok && rb.Generation > gen && (rb.State == RebuildWaiting || rb.State == RebuildDone) {
 		return true
 	}
 	if deadSince.IsZero() || n.cfg.SelfFenceTimeout <= 0 {
@@ -203,5 +222,11 @@ func (n *Node) safelyGone(st State, name string, gen int, deadSince time.Time, n
 func (n *Node) applyVIP(r *raft.Raft, o VIPOwner, why string) {
 	if err := n.apply(r, command{Op: opVIP, VIP: &o, Message: why}); err != nil {
 		n.log.Warn("record vip owner", "vip", o.VIP, "err", err)
+		return
+	}
+	// Carry the new commit index to the followers now: the holder binds
+	// only once its applied log names it.
+	if err := n.apply(r, command{Op: opCommit}); err != nil {
+		n.log.Debug("commit marker after vip owner", "vip", o.VIP, "err", err)
 	}
 }

@@ -20,6 +20,10 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// RetransmitDelay is what a lost TCP segment costs under SetLoss: Linux's
+// minimum retransmission timeout.
+const RetransmitDelay = 200 * time.Millisecond
+
 // ErrPartitioned is returned for dials and writes across a partition.
 var ErrPartitioned = errors.New("faultnet: partitioned")
 
@@ -84,6 +88,8 @@ func (n *Net) Heal() {
 }
 
 // SetLoss drops this fraction (0..1) of gossip packets between all nodes.
+// Raft runs over TCP, where a lost segment is retransmitted rather than lost:
+// the same fraction of raft writes is held back for RetransmitDelay first.
 func (n *Net) SetLoss(p float64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -182,6 +188,9 @@ func (c *conn) Write(b []byte) (int, error) {
 	if blocked {
 		c.Conn.Close()
 		return 0, ErrPartitioned
+	}
+	if c.net.cut(c.from, "", true) {
+		time.Sleep(RetransmitDelay)
 	}
 	return c.Conn.Write(b)
 }

@@ -254,6 +254,9 @@ func applyWorkspace(ctx context.Context, w *workspace, o applyOptions) error {
 	start := time.Now()
 	var mu sync.Mutex
 	created := map[string]providers.MachineID{}
+	// A live cluster's leader is the only executor: hand it the revision.
+	// Execute here only when no leader with a reconciler answers.
+	byLeader, leaderErr := applyThroughLeader(ctx, w, obs, commit, res)
 	ex := &plan.Executor{
 		Providers:   w.provs,
 		Config:      w.cfg,
@@ -268,7 +271,16 @@ func applyWorkspace(ctx context.Context, w *workspace, o applyOptions) error {
 			}
 		},
 	}
-	execErr := ex.Execute(ctx, res.Steps)
+	var execErr error
+	switch {
+	case leaderErr == nil:
+		created = byLeader
+	case errors.Is(leaderErr, errNoLeader):
+		g.logger.Info("no leader with a reconciler answered: executing the plan here")
+		execErr = ex.Execute(ctx, res.Steps)
+	default:
+		execErr = leaderErr
+	}
 	if execErr == nil && o.wait > 0 && len(created) > 0 {
 		execErr = w.waitHealthy(ctx, created, o.wait)
 	}
