@@ -41,6 +41,10 @@ type Options struct {
 	// Control, when set, is the node's control plane: GET /v1/cluster and
 	// GET /v1/events serve its status and history.
 	Control ControlPlane
+	// Data, when set, puts the role's data in place before every converge
+	// (restore on rebuild), serves it to replicas and runs its backups;
+	// /v1/status reports it. Run closes it when it stops.
+	Data *DataManager
 	// OnRun, when set, is called from the loop goroutine after every run
 	// with the new status (e.g. to put the revision and health in gossip
 	// metadata). It must not block and must not call RunOnce.
@@ -130,6 +134,10 @@ type Status struct {
 	LastRun   *Run      `json:"last_run,omitempty"`
 	Runs      int       `json:"runs"`
 	Refused   []Refusal `json:"refused"`
+	// Data is the role's data: where it was restored from, replication
+	// and backups (DataManager); DataEvents its recent events.
+	Data       []DataStatus `json:"data,omitempty"`
+	DataEvents []DataEvent  `json:"data_events,omitempty"`
 }
 
 // New checks the options and builds an agent. It reads the state file and,
@@ -248,6 +256,9 @@ func (a *Agent) Status() Status {
 		r := *s.LastRun
 		s.LastRun = &r
 	}
+	if a.opts.Data != nil {
+		s.Data, s.DataEvents = a.opts.Data.Status(), a.opts.Data.Events()
+	}
 	return s
 }
 
@@ -285,6 +296,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := c.Close(); err != nil {
 			a.log.Warn("converger close", "err", err)
 		}
+	}
+	if a.opts.Data != nil {
+		a.opts.Data.Close()
 	}
 	a.log.Info("agent stopped")
 	return nil
@@ -431,6 +445,11 @@ func (a *Agent) tryCommit(ctx context.Context, tip plumbing.Hash, remote string,
 	if err != nil && ctx.Err() != nil {
 		return Run{Started: start, Revision: commit, Error: "stopped: " + ctx.Err().Error()}, true // not the commit's fault
 	}
+	if errors.Is(err, ErrDataNotReady) {
+		// Not the commit's fault either: try it again soon.
+		run.Error = fmt.Sprintf("converge %s: %v", short(commit), err)
+		return a.finish(run, "failed"), true
+	}
 	if err != nil {
 		run.Error = fmt.Sprintf("converge %s: %v", short(commit), err)
 		a.refuse(commit, ReasonConverge, err, start)
@@ -504,6 +523,15 @@ func (a *Agent) loadLastGood() (*lang.Config, error) {
 }
 
 func (a *Agent) converge(ctx context.Context, lc *lang.Config) (Report, error) {
+	if a.opts.Data != nil && !a.opts.DryRun {
+		// Restore before the role's services start; never from nothing.
+		if err := a.opts.Data.Prepare(ctx, lc, a.members()); err != nil {
+			if errors.Is(err, ErrDataNotReady) {
+				time.AfterFunc(dataRetry, a.Notify)
+			}
+			return Report{}, err
+		}
+	}
 	rep, err := a.conv.Converge(ctx, lc, a.id.Role, a.facts(), a.opts.DryRun)
 	a.met.changed.Add(float64(rep.Changed))
 	a.met.failed.Add(float64(rep.Failed))

@@ -24,10 +24,16 @@
 //     the gossip view into cluster.members facts; FollowMembers re-converges
 //     when membership changes; Forwarder binds the VIPs this node holds and
 //     forwards them to the node's own address;
+//   - the role's data on the node (DataManager): before converge, restore
+//     an empty data directory from a live replica or the newest backup
+//     (never from nothing unless the cluster is new), then serve it to
+//     replicas on DataPort over mutual TLS and run the backup schedule on
+//     the lowest live slot of the role;
 //   - publishing: Publish commits a configuration directory as an SSH-signed
 //     commit to a bare repository (the operator side of the same trust).
 //
-// It does not own: decoding HCL (package lang), resources and the
+// It does not own: decoding HCL (package lang), snapshots, backups,
+// replication and restore themselves (package data), resources and the
 // supervisor of local services (package converge), membership, raft, VIP
 // ownership and rebuilds (package cluster; cmd/hactl runs a cluster.Node
 // beside the agent and wires it through these seams). The agent reaches converge and lang through

@@ -11,6 +11,16 @@ variable "domain" {
   description = "The mail domain the cluster accepts mail for."
 }
 
+# Where the mail role's Maildir is backed up, outside every node: dir:///path
+# or sftp://user@host:22/path (-var backup_target=... at apply reaches the
+# nodes with their user-data). "/@state/" is the local provider's state
+# directory: each local cluster gets its own backups.
+variable "backup_target" {
+  type        = string
+  default     = "dir:///@state/blog-backups"
+  description = "Backup target of the mail role's Maildir."
+}
+
 cluster "blog" {
   provider = "local"
   voters   = 3

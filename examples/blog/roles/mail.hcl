@@ -19,9 +19,19 @@ role "mail" {
     delay  = "2s"
   }
 
+  # The Maildir is restored on a rebuilt node before the mail service starts:
+  # from the surviving mail node, else from the newest good backup. The
+  # backup runs on the lowest live mail slot only.
   data "maildir" {
     path = "/var/mail/blog"
     mode = "sync"
+
+    backup "offsite" {
+      target     = var.backup_target
+      schedule   = "@every 1m"
+      keep_last  = 60
+      keep_daily = 7
+    }
   }
 
   resource "directory" "etc" {
