@@ -173,7 +173,11 @@ func TestLoad_Examples(t *testing.T) {
 		}
 		n++
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			c, diags := Load(dir, LoadOptions{Getenv: noEnv})
+			// Values an operator must pass with -var (no default on purpose).
+			vars := map[string]map[string]string{
+				"digitalocean": {"reserved_ip": "203.0.113.10"},
+			}[filepath.Base(dir)]
+			c, diags := Load(dir, LoadOptions{Getenv: noEnv, Variables: vars})
 			if diags.HasErrors() {
 				var files map[string][]byte
 				if c != nil {

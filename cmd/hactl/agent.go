@@ -77,7 +77,12 @@ writes the user-data files under DIR/root, and runs with DIR/root as root.`,
 			if err != nil {
 				return err
 			}
-			opts := agent.Options{Config: cfg, Identity: id, Converger: conv, Loader: agent.LangLoader(reg), Logger: log, DryRun: dryRun}
+			loader, err := nodeLoader(reg, cfg, id)
+			if err != nil {
+				conv.Close()
+				return err
+			}
+			opts := agent.Options{Config: cfg, Identity: id, Converger: conv, Loader: loader, Logger: log, DryRun: dryRun}
 			if apiListen != "" {
 				ln, err := net.Listen("tcp", apiListen)
 				if err != nil {
@@ -95,6 +100,17 @@ writes the user-data files under DIR/root, and runs with DIR/root as root.`,
 				}
 				if ctl != nil {
 					ctl.wire(&opts)
+				}
+				// The role's data: restore on rebuild, replication server, backups.
+				if opts.Data, err = agent.NewDataManager(cfg, id, log); err != nil && !errors.Is(err, agent.ErrNoControlPlane) {
+					conv.Close()
+					if ctl != nil {
+						ctl.abort()
+					}
+					return err
+				}
+				if opts.Data != nil && ctl != nil {
+					opts.Data.Record = ctl.node.Record
 				}
 			}
 			a, err := agent.New(opts)
@@ -157,13 +173,16 @@ func agentLogger(cmd *cobra.Command, g *globals) *slog.Logger {
 }
 
 // control is the node's control plane as the agent command wires it: the
-// cluster node, the VIP forwarder and, on local nodes, the local provider
-// the reconciler rebuilds through.
+// cluster node, the VIP forwarder and the providers the reconciler rebuilds
+// through: the ones delivered in the providers secret (digitalocean), else
+// on local nodes the local provider.
 type control struct {
 	node  *cluster.Node
 	fwd   *agent.Forwarder
 	lp    *local.Provider
 	self  providers.MachineID // this node's machine on lp
+	provs map[string]providers.Provider
+	vips  *vipKeeper // keeps the provider's VIP holder in line with the log (non-local providers)
 	agent *agent.Agent
 	log   *slog.Logger
 }
@@ -187,7 +206,28 @@ func newControl(cfg agent.Config, id agent.Identity, log *slog.Logger) (*control
 	c.fwd = agent.NewForwarder(id.Address, ports, log)
 	cc.Logger = log
 	cc.VIPChanged = c.vipChanged
-	if id.Root != "/" {
+	provs, clusterProv, err := nodeProviders(cfg, id, log)
+	if err != nil {
+		c.fwd.Close()
+		return nil, err
+	}
+	if provs != nil {
+		// Providers delivered in user-data (a droplet, emulated or not):
+		// the reconciler lists, fences and rebuilds through them, and the
+		// VIP holder moves the reserved IP to its machine.
+		ud, err := nodeUserData(id)
+		if err != nil {
+			c.fwd.Close()
+			return nil, err
+		}
+		c.provs = provs
+		cc.Provider, cc.Providers = provs[clusterProv], provs
+		cc.Discover = providerDiscover(provs[clusterProv], cfg.Cluster, cfg.Gossip.Port)
+		cc.Planner = func(in plan.Input) []plan.Step { return plan.Plan(in).Steps }
+		cc.Spec = c.spec
+		cc.Execute = func(ctx context.Context, s plan.Step) error { return c.execute(ctx, s, ud) }
+		c.vips = newVIPKeeper(provs[clusterProv], cfg.Cluster, id, log)
+	} else if id.Root != "/" {
 		// A local node: <state>/<cluster>/nodes/<machine>/root.
 		nodeDir := filepath.Dir(id.Root)
 		stateDir := filepath.Dir(filepath.Dir(filepath.Dir(nodeDir)))
@@ -248,6 +288,13 @@ func (c *control) run(ctx context.Context, a *agent.Agent) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(2)
+	if c.vips != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.vips.run(ctx, 5*time.Second)
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		if err := c.node.Run(ctx); err != nil {
@@ -274,8 +321,17 @@ func (c *control) spec() *lang.Config {
 
 // vipChanged binds or releases a VIP (cluster.Config.VIPChanged) and, on
 // local nodes, records the new holder with the provider (best effort: the
-// cluster log, not the provider's record, decides who holds it).
+// cluster log, not the provider's record, decides who holds it). With a
+// provider that moves VIPs itself (a DigitalOcean reserved IP), the holder
+// asks it to move the VIP to this machine, in the background, and binds the
+// address only when it is a loopback one (the emulator's reserved IPs).
 func (c *control) vipChanged(vip string, held bool) error {
+	if c.vips != nil {
+		c.vips.set(vip, held)
+		if !bindable(vip) {
+			return nil
+		}
+	}
 	if err := c.fwd.Set(vip, held); err != nil {
 		return err
 	}
@@ -290,8 +346,9 @@ func (c *control) vipChanged(vip string, held bool) error {
 }
 
 // execute carries out one reconciler step with the plan executor on the
-// local provider; created machines boot from this node's own user-data
-// (identity comes from meta-data, so one user-data fits every node).
+// step's provider (delivered in user-data, or the local one); created
+// machines boot from this node's own user-data (identity comes from the
+// machine's name and tags, so one user-data fits every node).
 func (c *control) execute(ctx context.Context, s plan.Step, userData string) error {
 	spec := c.spec()
 	if spec == nil {
@@ -301,11 +358,15 @@ func (c *control) execute(ctx context.Context, s plan.Step, userData string) err
 	if pb, ok := spec.Providers[s.Provider]; ok {
 		typ = pb.Type
 	}
-	if typ != "local" {
-		return fmt.Errorf("step %s %s: provider %q (type %s) cannot be driven from a local node", s.Action, s.Name, s.Provider, typ)
+	p := c.provs[s.Provider]
+	if p == nil && typ == "local" && c.lp != nil {
+		p = c.lp
+	}
+	if p == nil {
+		return fmt.Errorf("step %s %s: provider %q (type %s) cannot be driven from this node", s.Action, s.Name, s.Provider, typ)
 	}
 	ex := &plan.Executor{
-		Providers:   map[string]providers.Provider{s.Provider: c.lp},
+		Providers:   map[string]providers.Provider{s.Provider: p},
 		Config:      spec,
 		Parallelism: 1,
 		UserData:    func(string, int, int) (string, error) { return userData, nil },

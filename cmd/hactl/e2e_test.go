@@ -49,6 +49,9 @@ type e2e struct {
 	t      *testing.T
 	state  string
 	config string
+	// extraEnv is added to the environment of every hactl the test runs
+	// (not of the nodes the provider starts).
+	extraEnv []string
 }
 
 func newE2E(t *testing.T, example string) *e2e {
@@ -81,7 +84,7 @@ func (e *e2e) cleanup() {
 }
 
 func (e *e2e) env() []string {
-	return append(os.Environ(), "HACTL_STATE_DIR="+e.state, "NO_COLOR=1")
+	return append(append(os.Environ(), "HACTL_STATE_DIR="+e.state, "NO_COLOR=1"), e.extraEnv...)
 }
 
 // run runs hactl to completion and returns its stdout and exit code.

@@ -85,6 +85,7 @@ State is in memory: when the emulator stops, it destroys the nodes it booted.`,
 				}
 				lb = localbackend.New(lp)
 				cfg.Backend = lb
+				cfg.ReservedIPBase = localbackend.ReservedIPBase
 			default:
 				return fmt.Errorf("emulate digitalocean: --backend %q: want local or none", backend)
 			}

@@ -371,9 +371,21 @@ func (w *workspace) userData(sec *secrets, obs []plan.Observed) func(role string
 	sort.Strings(join)
 	pub := sec.signer.PublicKey()
 	vips, vipErr := w.agentVIPs()
+	files := make(map[string]string, len(sec.files)+2)
+	for k, v := range sec.files {
+		files[k] = v
+	}
+	provSecret, provErr := w.providerSecret()
+	if provSecret != "" {
+		files[secretProviders] = provSecret
+	}
+	varSecret, varErr := w.variablesSecret()
+	if varSecret != "" {
+		files[secretVariables] = varSecret
+	}
 	return func(role string, slot, gen int) (string, error) {
-		if vipErr != nil {
-			return "", vipErr
+		if err := errors.Join(vipErr, provErr, varErr); err != nil {
+			return "", err
 		}
 		cfg := agent.Config{
 			Cluster:     w.cfg.Cluster.Name,
@@ -382,7 +394,7 @@ func (w *workspace) userData(sec *secrets, obs []plan.Observed) func(role string
 			Gossip:      agent.GossipConfig{Keys: sec.gossip, Join: join},
 			Raft:        agent.RaftConfig{Voters: cluster.VoterSlots(w.cfg)},
 			VIPs:        vips,
-			Secrets:     sec.files,
+			Secrets:     files,
 		}
 		b, err := agent.RenderUserData(cfg, "")
 		return string(b), err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -196,6 +197,9 @@ func (p *Provider) CreateReservedIP(ctx context.Context, region string) (string,
 // AssignVIP moves reserved IP vip to the droplet with one assign action
 // (no unassign first) and returns once the API shows it there.
 func (p *Provider) AssignVIP(ctx context.Context, vip string, id providers.MachineID) error {
+	if err := reservedIPName(vip); err != nil {
+		return err
+	}
 	did, err := parseID(id)
 	if err != nil {
 		return err
@@ -252,10 +256,24 @@ func (p *Provider) AssignVIP(ctx context.Context, vip string, id providers.Machi
 	}
 }
 
+// reservedIPName checks that a VIP is named by its address: DigitalOcean
+// reserved IPs carry no name or tag, so a role's VIP must name the reserved
+// IP it uses (vip { address = ... }); the planner calls a VIP without an
+// address by its role's name.
+func reservedIPName(vip string) error {
+	if _, err := netip.ParseAddr(vip); err != nil {
+		return fmt.Errorf("digitalocean: VIP %q is not a reserved IP: set the role's vip address to a reserved IP (reserve one in the region first; DigitalOcean reserved IPs have no names hactl could find them by)", vip)
+	}
+	return nil
+}
+
 // VIPHolder returns the droplet the reserved IP is assigned to, "" when it
 // is unassigned. While an assign is in flight it reports what the API shows
 // (the old holder or none).
 func (p *Provider) VIPHolder(ctx context.Context, vip string) (providers.MachineID, error) {
+	if err := reservedIPName(vip); err != nil {
+		return "", err
+	}
 	rip, _, err := p.c.ReservedIPs.Get(ctx, vip)
 	if statusOf(err) == http.StatusNotFound {
 		return "", fmt.Errorf("digitalocean: reserved ip %s: %w", vip, providers.ErrNotFound)

@@ -3,6 +3,7 @@ package localbackend
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +12,15 @@ import (
 	"github.com/hactl/hactl/providers/digitalocean/doemu"
 	"github.com/hactl/hactl/providers/local"
 )
+
+// ReservedIPBase is the first reserved IP an emulator with this backend
+// should hand out (doemu.Config.ReservedIPBase): 127.15.0.10 and up, a
+// loopback range no local cluster uses (the local provider's pairs start at
+// 127.16). DigitalOcean's network delivers a reserved IP to the droplet it is
+// assigned to; here nothing routes a public address, so the emulated reserved
+// IPs are loopback addresses and the holder's agent binds its reserved IP the
+// way a local node binds its VIP (docs/providers/digitalocean.md).
+var ReservedIPBase = netip.MustParseAddr("127.15.0.10")
 
 // Backend implements doemu.Backend over a local provider.
 type Backend struct {
