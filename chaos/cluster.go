@@ -3,6 +3,7 @@ package chaos
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -63,6 +64,71 @@ type Snapshot struct {
 	// VotersKnown is true when Node.Voter comes from the control plane. When
 	// it is false, the outage check assumes every victim is a voter.
 	VotersKnown bool `json:"voters_known"`
+	// Control is the control plane's own view (nil when no node answered
+	// GET /v1/cluster): what the cluster itself has noticed.
+	Control *ControlView `json:"control,omitempty"`
+}
+
+// ControlView is the part of a node's GET /v1/cluster that chaos uses.
+type ControlView struct {
+	From     string           `json:"from"` // node that answered
+	Leader   string           `json:"leader"`
+	Quorum   bool             `json:"quorum"`
+	Voters   []string         `json:"voters"` // "name@generation"
+	Members  []ControlMember  `json:"members"`
+	Rebuilds []ControlRebuild `json:"rebuilds"` // in flight
+}
+
+// ControlMember is one gossip member as the control plane sees it.
+type ControlMember struct {
+	Name       string `json:"name"`
+	Generation int    `json:"generation"`
+	State      string `json:"state"` // alive, suspect, dead, left
+}
+
+// ControlRebuild is a rebuild the control plane has in flight.
+type ControlRebuild struct {
+	Name       string    `json:"name"`
+	Generation int       `json:"generation"`
+	State      string    `json:"state"` // planned, running, waiting
+	Started    time.Time `json:"started"`
+}
+
+// alive reports whether the view has the member name@gen alive.
+func (c *ControlView) alive(name string, gen int) bool {
+	if c == nil {
+		return false
+	}
+	for _, m := range c.Members {
+		if m.Name == name && m.Generation == gen && m.State == "alive" {
+			return true
+		}
+	}
+	return false
+}
+
+// noticed returns when the control plane shows that it noticed the loss of
+// victim v (generation gen): a rebuild of the slot to a newer generation
+// (at its recorded start when that is within [since, at]), or the victim's
+// member no longer alive, or a newer generation already a member.
+func (c *ControlView) noticed(name string, gen int, since, at time.Time) (time.Time, bool) {
+	if c == nil {
+		return time.Time{}, false
+	}
+	for _, rb := range c.Rebuilds {
+		if rb.Name == name && rb.Generation > gen {
+			if !rb.Started.Before(since) && rb.Started.Before(at) {
+				return rb.Started, true
+			}
+			return at, true
+		}
+	}
+	for _, m := range c.Members {
+		if m.Name == name && (m.Generation > gen || (m.Generation == gen && m.State != "alive")) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Current returns the newest generation of every node name, sorted by name.
@@ -218,8 +284,47 @@ func (pc *ProviderCluster) Snapshot(ctx context.Context) (Snapshot, error) {
 			snap.Recovering = append(snap.Recovering, name)
 		}
 	}
+	if c := pc.control(ctx, client, port, snap.Nodes); c != nil {
+		snap.Control, snap.VotersKnown = c, true
+		for i := range snap.Nodes {
+			n := &snap.Nodes[i]
+			n.Voter = slices.Contains(c.Voters, n.Name+"@"+strconv.Itoa(n.Generation))
+		}
+		for _, rb := range c.Rebuilds {
+			if !slices.Contains(snap.Recovering, rb.Name) {
+				snap.Recovering = append(snap.Recovering, rb.Name)
+			}
+		}
+	}
 	slices.Sort(snap.Recovering)
 	return snap, nil
+}
+
+// control asks the healthy nodes, in order, for GET /v1/cluster and returns
+// the first answer from a node that has quorum (nil when none has).
+func (pc *ProviderCluster) control(ctx context.Context, client *http.Client, port int, nodes []Node) *ControlView {
+	for _, n := range nodes {
+		if !n.Healthy() {
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(n.Address, strconv.Itoa(port))+"/v1/cluster", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		var c ControlView
+		err = json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&c)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !c.Quorum {
+			continue
+		}
+		c.From = n.Name
+		return &c
+	}
+	return nil
 }
 
 func healthOf(ctx context.Context, client *http.Client, url string) string {

@@ -11,9 +11,12 @@
 // a history file and a kill switch.
 //
 // The package sees the cluster only through the Cluster interface (nodes
-// with role, slot, state, health, and recoveries in flight);
-// ProviderCluster implements it over the providers' List and the agents'
-// health endpoints. Faults go through providers.Provider (Destroy) and
+// with role, slot, state, health, recoveries in flight, and the control
+// plane's view of members and rebuilds); ProviderCluster implements it over
+// the providers' List, the agents' health endpoints and one node's
+// /v1/cluster. Probe and marker targets may name a role ({mail}) and then
+// fail over between the role's current nodes (Roles), as real clients do;
+// SMTP 4xx replies are deferrals, not failures. Faults go through providers.Provider (Destroy) and
 // providers.Fencer (power off); process faults on the local provider find
 // their pids through the node directory.
 //

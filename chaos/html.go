@@ -82,7 +82,7 @@ func (r *Report) view() htmlView {
 		// Consecutive samples with the same outcome make one rect.
 		for i := 0; i < len(ps.Samples); {
 			j := i
-			for j+1 < len(ps.Samples) && ps.Samples[j+1].OK == ps.Samples[i].OK {
+			for j+1 < len(ps.Samples) && ps.Samples[j+1].OK == ps.Samples[i].OK && ps.Samples[j+1].Deferred == ps.Samples[i].Deferred {
 				j++
 			}
 			first, next := ps.Samples[i], end
@@ -90,7 +90,9 @@ func (r *Report) view() htmlView {
 				next = ps.Samples[j+1].At
 			}
 			cls, title := "ok", fmt.Sprintf("%d ok from +%.1fs", j-i+1, first.At.Sub(start).Seconds())
-			if !first.OK {
+			if first.Deferred {
+				cls, title = "deferred", fmt.Sprintf("%d deferred (try again later) from +%.1fs: %s", j-i+1, first.At.Sub(start).Seconds(), first.Error)
+			} else if !first.OK {
 				cls, title = "fail", fmt.Sprintf("%d FAILED from +%.1fs: %s", j-i+1, first.At.Sub(start).Seconds(), first.Error)
 			}
 			row.Rects = append(row.Rects, htmlRect{X: x(first.At), Y: y + 3, W: max(x(next)-x(first.At), 1.5), H: tlRow - 6, Class: "pr-" + cls, Title: title})
@@ -170,11 +172,11 @@ th{background:#f6f8fa} td.fail{color:#cf222e;font-weight:600} td.pass{color:#1a7
 .meta span{margin-right:18px} code{font-family:ui-monospace,monospace}
 svg text{font:11px ui-monospace,monospace;fill:#1d232a}
 .st-healthy{fill:#2da44e}.st-unhealthy{fill:#d4a72c}.st-off{fill:#8c959f}.st-missing{fill:#cf222e;opacity:.35}
-.pr-ok{fill:#2da44e}.pr-fail{fill:#cf222e}
+.pr-ok{fill:#2da44e}.pr-fail{fill:#cf222e}.pr-deferred{fill:#bf8700}
 .fault-marker{stroke:#cf222e;stroke-width:2}.recovery-marker{stroke:#1a7f37;stroke-width:2;stroke-dasharray:4 3}
 .grid{stroke:#eaeef2}.legend span{display:inline-block;margin-right:14px}
 .sw{display:inline-block;width:12px;height:12px;vertical-align:middle;margin-right:4px}
-.sw.st-healthy,.sw.pr-ok{background:#2da44e}.sw.st-unhealthy{background:#d4a72c}.sw.st-off{background:#8c959f}.sw.st-missing{background:#f0a8ad}.sw.pr-fail{background:#cf222e}
+.sw.st-healthy,.sw.pr-ok{background:#2da44e}.sw.st-unhealthy{background:#d4a72c}.sw.st-off{background:#8c959f}.sw.st-missing{background:#f0a8ad}.sw.pr-fail{background:#cf222e}.sw.pr-deferred{background:#bf8700}
 </style></head><body>
 <h1>hactl chaos — cluster <code>{{.R.Cluster}}</code>, stage {{.R.Stage}} <span class="verdict {{.VerdictCSS}}" id="verdict">{{.Verdict}}</span></h1>
 <p class="meta"><span>seed <code id="seed">{{.R.Seed}}</code></span><span>fault <code>{{.R.Fault}}</code></span>
@@ -183,7 +185,7 @@ svg text{font:11px ui-monospace,monospace;fill:#1d232a}
 {{if .R.Refused}}<p><b>Refused:</b> {{.R.Refused}}</p>{{end}}
 {{if .R.Paused}}<p><b>Paused by the kill switch:</b> {{.R.Paused}}</p>{{end}}
 <h2>Timeline</h2>
-<p class="legend"><span><i class="sw st-healthy"></i>healthy</span><span><i class="sw st-unhealthy"></i>unhealthy</span><span><i class="sw st-off"></i>off</span><span><i class="sw st-missing"></i>missing</span><span><i class="sw pr-ok"></i>probe ok</span><span><i class="sw pr-fail"></i>probe failed</span><span style="color:#cf222e">│ fault</span><span style="color:#1a7f37">┆ recovered</span></p>
+<p class="legend"><span><i class="sw st-healthy"></i>healthy</span><span><i class="sw st-unhealthy"></i>unhealthy</span><span><i class="sw st-off"></i>off</span><span><i class="sw st-missing"></i>missing</span><span><i class="sw pr-ok"></i>probe ok</span><span><i class="sw pr-deferred"></i>probe deferred (4xx, retried)</span><span><i class="sw pr-fail"></i>probe failed</span><span style="color:#cf222e">│ fault</span><span style="color:#1a7f37">┆ recovered</span></p>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{{f .Width}}" height="{{f .Height}}" viewBox="0 0 {{f .Width}} {{f .Height}}">
 {{range .Ticks}}<line class="grid" x1="{{f .X}}" x2="{{f .X}}" y1="20" y2="{{f $.AxisY}}"/><text x="{{f .X}}" y="{{f $.AxisY}}" dy="14" text-anchor="middle">{{.Label}}</text>
 {{end}}<text x="4" y="16" font-weight="bold">nodes</text>
@@ -201,7 +203,7 @@ svg text{font:11px ui-monospace,monospace;fill:#1d232a}
 <table id="rounds"><tr><th>#</th><th>fault</th><th>victims</th><th>detection</th><th>recovery</th><th>requests failed</th><th>availability</th><th>data lost</th><th>notes</th></tr>
 {{range .R.Rounds}}<tr class="round"><td>{{.N}}</td><td>{{.Fault}}</td><td>{{range .Victims}}<code>{{.Name}}</code> ({{.Machine}}) {{end}}{{if .Survivor}}<br>survivor <code>{{.Survivor}}</code>{{end}}</td>
 <td>{{fsec .DetectionSeconds}}</td><td>{{if .Recovered}}{{fsec .RecoverySeconds}}{{else if .FaultAt.IsZero}}—{{else}}<b>not recovered</b>{{end}}</td>
-<td>{{.RequestsFailed}} / {{.Requests}}</td><td>{{pct .Availability}}</td><td>{{.MarkersLost}} of {{.MarkersWritten}}</td>
+<td>{{.RequestsFailed}} / {{.Requests}}{{if .RequestsDeferred}} ({{.RequestsDeferred}} deferred){{end}}</td><td>{{pct .Availability}}</td><td>{{.MarkersLost}} of {{.MarkersWritten}}</td>
 <td>{{.Intent}}{{if .Skipped}} {{.Skipped}}{{end}}{{range .Errors}}<br>{{.}}{{end}}</td></tr>
 {{end}}</table>
 </body></html>

@@ -28,6 +28,7 @@ type mailServer struct {
 	mu            sync.Mutex
 	msgs          []string
 	refuseRcpt    bool
+	deferData     bool // answer DATA with 451, as hactl serve mail without a peer
 }
 
 type mailBackend struct{ s *mailServer }
@@ -51,8 +52,11 @@ func (m mailSession) Data(r io.Reader) error {
 		return err
 	}
 	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	if m.s.deferData {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "not stored on a second replica, try again later"}
+	}
 	m.s.msgs = append(m.s.msgs, string(b))
-	m.s.mu.Unlock()
 	return nil
 }
 
@@ -136,7 +140,7 @@ func gitServer(t *testing.T) (url, bare string) {
 		}
 	}
 	// A first commit so clones have something to check out.
-	if err := pushFile(context.Background(), filepath.Join(root, "seed"), bare, "main", "README", "hello"); err != nil {
+	if err := pushFile(context.Background(), filepath.Join(root, "seed"), bare, "", "main", "README", "hello"); err != nil {
 		t.Fatal(err)
 	}
 	h := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
@@ -320,7 +324,7 @@ func TestSampler_RecordsSuccessAndFailure(t *testing.T) {
 	ln.Close()
 	cut := time.Now()
 	eventually(t, "failed sample", func() error {
-		if _, failed := s.Between(cut, time.Now().Add(time.Hour)); failed == 0 {
+		if _, failed, _ := s.Between(cut, time.Now().Add(time.Hour)); failed == 0 {
 			return os.ErrNotExist
 		}
 		return nil

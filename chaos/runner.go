@@ -36,6 +36,8 @@ type Options struct {
 	RoundTimeout time.Duration
 	// ProbeInterval is the probes' sampling interval (0 = 1 s).
 	ProbeInterval time.Duration
+	// ProbeTimeout bounds one check, fail-over included (0 = max(ProbeInterval, 5 s)).
+	ProbeTimeout time.Duration
 	// MarkerGrace is how long markers are retried after recovery before
 	// they count as lost (0 = 30 s).
 	MarkerGrace time.Duration
@@ -56,7 +58,13 @@ type Runner struct {
 	// Paused is the kill switch, checked before every round (nil = never paused).
 	Paused func() (bool, string)
 
-	rep      *Report
+	rep     *Report
+	written []written // markers acknowledged and read back in their round
+	roles   *Roles
+	// control: some observation carried the control plane's view, so
+	// detection is measured by what the cluster noticed, never by the
+	// provider's inventory alone.
+	control  bool
 	sampler  *Sampler
 	timeline map[string]*NodeSeries
 	order    []string
@@ -87,11 +95,23 @@ func (r *Runner) Run(ctx context.Context) (*Report, error) {
 		r.rep.Markers = append(r.rep.Markers, m.Name())
 	}
 	r.timeline = map[string]*NodeSeries{}
-	r.sampler = &Sampler{Probes: r.Probes, Interval: o.ProbeInterval}
-	if !o.Leashed {
-		r.sampler.Start(ctx)
+	r.roles = &Roles{}
+	for _, p := range r.Probes {
+		if ra, ok := p.(RoleAware); ok {
+			ra.SetRoles(r.roles)
+		}
 	}
+	for _, m := range r.Markers {
+		if ra, ok := m.(RoleAware); ok {
+			ra.SetRoles(r.roles)
+		}
+	}
+	r.sampler = &Sampler{Probes: r.Probes, Interval: o.ProbeInterval, Timeout: o.ProbeTimeout}
+
 	err := r.rounds(ctx)
+	if err == nil && !o.Leashed {
+		r.readBackAll(ctx)
+	}
 	r.sampler.Stop()
 	r.finish()
 	return r.rep, err
@@ -104,6 +124,13 @@ func (r *Runner) rounds(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrRefused, ErrStage3)
 	}
 	r.log().Info("chaos run", "cluster", r.Spec.Cluster, "stage", o.Stage, "seed", o.Seed, "rounds", o.Rounds, "fault", o.Fault)
+	if !o.Leashed {
+		// Probes of {role} targets need the nodes before their first check.
+		if _, err := r.observe(ctx); err != nil {
+			r.log().Warn("observe cluster", "err", err)
+		}
+		r.sampler.Start(ctx)
+	}
 	if o.Baseline > 0 && !o.Leashed {
 		r.watch(ctx, time.Now().Add(o.Baseline), func(Snapshot) bool { return false })
 	}
@@ -176,11 +203,6 @@ func (r *Runner) selectRound(ctx context.Context, n int, first bool) (Selection,
 // recovered and the markers are read back, or RoundTimeout.
 func (r *Runner) round(ctx context.Context, rd *Round) {
 	o := r.Options
-	type written struct {
-		m  Marker
-		id string
-		at time.Time
-	}
 	var marks []written
 	for i, m := range r.Markers {
 		id := fmt.Sprintf("s%d-r%d-m%d-%s", o.Seed, rd.N, i, randomID())
@@ -191,9 +213,19 @@ func (r *Runner) round(ctx context.Context, rd *Round) {
 			rd.Errors = append(rd.Errors, fmt.Sprintf("marker %s not acknowledged before the fault: %v", m.Name(), err))
 			continue
 		}
-		marks = append(marks, written{m, id, time.Now()})
+		marks = append(marks, written{m: m, id: id, at: time.Now()})
 	}
 	rd.MarkersWritten = len(marks)
+	for i := range marks {
+		marks[i].round = rd.N
+	}
+	defer func() {
+		for _, w := range marks {
+			if !slices.Contains(rd.Lost, w.m.Name()+" "+w.id) {
+				r.written = append(r.written, w)
+			}
+		}
+	}()
 
 	rd.FaultAt = time.Now()
 	var undo []func() error
@@ -238,11 +270,13 @@ func (r *Runner) round(ctx context.Context, rd *Round) {
 		done := true
 		for i := range rd.Victims {
 			v := &rd.Victims[i]
-			if v.DetectionSeconds == nil && gone(s, v.Node) {
-				v.DetectionSeconds = secs(s.Time.Sub(rd.FaultAt))
+			if v.DetectionSeconds == nil {
+				if at, ok := detected(s, v.Node, rd.FaultAt, r.control); ok {
+					v.DetectionSeconds = secs(at.Sub(rd.FaultAt))
+				}
 			}
 			if v.RecoverySeconds == nil {
-				if rep, ok := recovered(s, v, rd.Fault); ok {
+				if rep, ok := recovered(s, v, rd.Fault, r.control); ok {
 					v.RecoverySeconds, v.Replacement = secs(s.Time.Sub(rd.FaultAt)), string(rep.Machine)
 				}
 			}
@@ -271,7 +305,7 @@ func (r *Runner) round(ctx context.Context, rd *Round) {
 	for _, w := range marks {
 		found := false
 		var lastErr error
-		for !found && time.Now().Before(readDeadline) && ctx.Err() == nil {
+		for try := 0; !found && (try == 0 || time.Now().Before(readDeadline)) && ctx.Err() == nil; try++ { // every marker is read at least once
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			found, lastErr = w.m.Read(rctx, w.id)
 			cancel()
@@ -289,10 +323,50 @@ func (r *Runner) round(ctx context.Context, rd *Round) {
 		}
 	}
 	rd.Ended = time.Now()
-	rd.Requests, rd.RequestsFailed = r.sampler.Between(rd.Started, rd.Ended)
+	rd.Requests, rd.RequestsFailed, rd.RequestsDeferred = r.sampler.Between(rd.Started, rd.Ended)
 	rd.Availability = ratio(rd.Requests, rd.RequestsFailed)
 	r.log().Info("round done", "round", rd.N, "recovered", rd.Recovered, "recovery", fsec(rd.RecoverySeconds),
 		"requests_failed", rd.RequestsFailed, "markers_lost", rd.MarkersLost)
+}
+
+// written is one acknowledged marker.
+type written struct {
+	m     Marker
+	id    string
+	at    time.Time
+	round int
+}
+
+// readBackAll reads every marker that was read back in its own round once
+// more at the end of the run: a later round may have destroyed the last
+// node that held it (a rebuilt replica that never got the data), which is
+// lost acknowledged data too.
+func (r *Runner) readBackAll(ctx context.Context) {
+	if len(r.written) == 0 {
+		return
+	}
+	deadline := time.Now().Add(cmpDur(r.Options.MarkerGrace, 30*time.Second))
+	for _, w := range r.written {
+		found := false
+		var lastErr error
+		for try := 0; !found && (try == 0 || time.Now().Before(deadline)) && ctx.Err() == nil; try++ { // every marker is read at least once
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			found, lastErr = w.m.Read(rctx, w.id)
+			cancel()
+			if !found && !sleepCtx(ctx, time.Second) {
+				break
+			}
+		}
+		r.rep.MarkersCheckedAtEnd++
+		if !found {
+			why := ""
+			if lastErr != nil {
+				why = ": " + lastErr.Error()
+			}
+			r.rep.LostAtEnd = append(r.rep.LostAtEnd, fmt.Sprintf("%s %s (round %d)%s", w.m.Name(), w.id, w.round, why))
+			r.log().Warn("acknowledged marker lost by a later round", "marker", w.m.Name(), "id", w.id, "round", w.round)
+		}
+	}
 }
 
 func ratio(total, failed int) float64 {
@@ -310,6 +384,20 @@ func victimNames(vs []Victim) []string {
 	return out
 }
 
+// detected returns when the loss of victim v was detected: when the
+// cluster has a control plane (control), when it noticed the loss itself
+// (ControlView.noticed; an observation without its view tells nothing);
+// without one, the first observation that shows v gone.
+func detected(s Snapshot, v Node, faultAt time.Time, control bool) (time.Time, bool) {
+	if control {
+		return s.Control.noticed(v.Name, v.Generation, faultAt, s.Time)
+	}
+	if gone(s, v) {
+		return s.Time, true
+	}
+	return time.Time{}, false
+}
+
 // gone reports whether the snapshot no longer shows the victim's machine
 // live and healthy.
 func gone(s Snapshot, v Node) bool {
@@ -325,9 +413,16 @@ func gone(s Snapshot, v Node) bool {
 // generation of the slot (or another machine), healthy; for power-off, the
 // slot healthy again; for process faults, the node healthy with the killed
 // or paused processes running again.
-func recovered(s Snapshot, v *Victim, k FaultKind) (Node, bool) {
+//
+// With a control plane (control), the node must also be an alive member in
+// its view: recovered means the cluster counts the node again (membership
+// drives the lb backends and mail peers), not only that its agent answers.
+func recovered(s Snapshot, v *Victim, k FaultKind, control bool) (Node, bool) {
 	for _, n := range s.Nodes {
 		if n.Name != v.Name || !n.Healthy() {
+			continue
+		}
+		if control && !s.Control.alive(n.Name, n.Generation) {
 			continue
 		}
 		switch {
@@ -372,6 +467,10 @@ func (r *Runner) observe(ctx context.Context) (Snapshot, error) {
 	if snap.Time.IsZero() {
 		snap.Time = time.Now()
 	}
+	if r.roles != nil {
+		r.roles.Update(snap)
+	}
+	r.control = r.control || snap.Control != nil
 	cur := map[string]Node{}
 	for _, n := range snap.Current() {
 		cur[n.Name] = n
@@ -427,7 +526,7 @@ func (r *Runner) finish() {
 		rep.Probes = append(rep.Probes, ProbeSeries{Name: p.Name(), Samples: ss})
 		for _, s := range ss {
 			total++
-			if !s.OK {
+			if !s.OK && !s.Deferred {
 				failed++
 			}
 		}

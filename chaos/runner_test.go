@@ -299,3 +299,58 @@ func TestRunner_Run_Stage2PowerOffAllButOne(t *testing.T) {
 		t.Errorf("results %+v", rep.Results)
 	}
 }
+
+// dirMarker keeps each marker as a file in a directory: a real store that
+// the test can lose data from.
+type dirMarker struct{ dir string }
+
+func (m dirMarker) Name() string { return "dir=" + m.dir }
+func (m dirMarker) Write(_ context.Context, id string) error {
+	return os.WriteFile(filepath.Join(m.dir, id), []byte(id), 0o644)
+}
+func (m dirMarker) Read(_ context.Context, id string) (bool, error) {
+	_, err := os.Stat(filepath.Join(m.dir, id))
+	if os.IsNotExist(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// A marker read back in its own round but gone by the end of the run (a
+// later round destroyed the last replica that held it) is lost data too.
+func TestRunner_Run_MarkerLostByLaterRound(t *testing.T) {
+	e := newTestEnv(t)
+	e.webCluster(t)
+	e.heal(t, "web", 3)
+	dir := t.TempDir()
+	checks := 0
+	r := &Runner{Spec: webSpec(e.cluster), Cluster: e.cl(), Injector: e.injector(),
+		Markers: []Marker{dirMarker{dir}},
+		// The kill switch is consulted before every round: before round 2,
+		// lose what round 1 wrote.
+		Paused: func() (bool, string) {
+			if checks++; checks == 2 {
+				ents, _ := os.ReadDir(dir)
+				for _, d := range ents {
+					os.Remove(filepath.Join(dir, d.Name()))
+				}
+			}
+			return false, ""
+		},
+		Options: Options{Stage: 1, Rounds: 2, Seed: 5, Poll: 100 * time.Millisecond, RoundTimeout: 60 * time.Second, MarkerGrace: time.Second}}
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, rd := range rep.Rounds {
+		if rd.MarkersWritten != 1 || rd.MarkersLost != 0 {
+			t.Errorf("round %d: written %d lost %d; want 1, 0", rd.N, rd.MarkersWritten, rd.MarkersLost)
+		}
+	}
+	if rep.MarkersCheckedAtEnd != 2 || len(rep.LostAtEnd) != 1 || !strings.Contains(rep.LostAtEnd[0], "(round 1)") {
+		t.Errorf("end of run: checked %d, lost %v; want 2 checked, round 1's marker lost", rep.MarkersCheckedAtEnd, rep.LostAtEnd)
+	}
+	if rep.Pass {
+		t.Errorf("run passed with a lost acknowledged marker: %+v", rep.Results)
+	}
+}

@@ -37,6 +37,7 @@ type chaosFlags struct {
 	roundTimeout time.Duration
 	poll         time.Duration
 	probeEvery   time.Duration
+	probeTimeout time.Duration
 	baseline     time.Duration
 }
 
@@ -53,12 +54,13 @@ func (f *chaosFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.fault, "fault", string(chaos.FaultDestroy), "fault: destroy, power-off, kill-agent, kill-service, pause-agent, pause-service, partition, packet-loss")
 	fl.StringVar(&f.service, "service", "", "service for kill-service/pause-service (default every supervised service)")
 	fl.DurationVar(&f.pauseFor, "pause-for", 10*time.Second, "how long pause faults keep the process stopped")
-	fl.StringArrayVar(&f.probes, "probe", nil, "probe run during the whole run: http=URL, tcp=HOST:PORT, smtp=HOST:PORT, git=URL, git-push=URL, cmd=COMMAND (repeatable)")
-	fl.StringArrayVar(&f.markers, "marker", nil, "data marker written before each fault and read back after recovery: smtp=ADDR,LIST_URL or git=URL (repeatable)")
+	fl.StringArrayVar(&f.probes, "probe", nil, "probe run during the whole run: http=URL, tcp=HOST:PORT, smtp=HOST:PORT[,RCPT], git=URL, git-push=URL[,TOKEN_FILE], cmd=COMMAND; a host written {role} fails over between the role's nodes (repeatable)")
+	fl.StringArrayVar(&f.markers, "marker", nil, "data marker written before each fault and read back after recovery: smtp=ADDR,LIST_URL[,TOKEN_FILE[,RCPT]] or git=URL[,TOKEN_FILE]; hosts may be {role} (repeatable)")
 	fl.StringVar(&f.reportDir, "report", "", "directory for report.json and report.html (default <state>/<cluster>/chaos/reports/<time>)")
 	fl.DurationVar(&f.roundTimeout, "round-timeout", 10*time.Minute, "how long a round may take to recover before it counts as not recovered")
 	fl.DurationVar(&f.poll, "poll", 500*time.Millisecond, "how often the cluster is observed")
 	fl.DurationVar(&f.probeEvery, "probe-interval", time.Second, "how often each probe samples")
+	fl.DurationVar(&f.probeTimeout, "probe-timeout", 5*time.Second, "time limit of one probe check, fail-over included")
 	fl.DurationVar(&f.baseline, "baseline", 5*time.Second, "how long to probe and observe before the first fault")
 }
 
@@ -317,7 +319,7 @@ func (w *workspace) chaosRun(ctx context.Context, f *chaosFlags, schedule string
 		Probes:   probes, Markers: markers, Logger: w.g.logger, Paused: d.Paused,
 		Options: chaos.Options{Stage: f.stage, Rounds: f.rounds, Fault: kind, Seed: f.seed, Interval: f.interval,
 			Roles: f.roles, BlastRadius: f.blastRadius, Leashed: f.leashed, PauseFor: f.pauseFor, Poll: f.poll,
-			RoundTimeout: f.roundTimeout, ProbeInterval: f.probeEvery, Baseline: f.baseline},
+			RoundTimeout: f.roundTimeout, ProbeInterval: f.probeEvery, ProbeTimeout: f.probeTimeout, Baseline: f.baseline},
 	}
 	fmt.Fprintf(w.g.stderr, "chaos: cluster %s, stage %d, %d round(s), fault %s, seed %d (replay with --seed %d)\n",
 		spec.Cluster, f.stage, max(f.rounds, 1), kind, f.seed, f.seed)
@@ -355,6 +357,9 @@ func renderChaos(g *globals, rep *chaos.Report, dir string) {
 	if rep.Paused != "" {
 		fmt.Fprintf(out, "  stopped by the kill switch: %s\n", rep.Paused)
 	}
+	for _, l := range rep.LostAtEnd {
+		fmt.Fprintf(out, "  LOST by a later round: %s\n", l)
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  ROUND\tFAULT\tVICTIMS\tDETECTED\tRECOVERED\tFAILED/REQUESTS\tDATA LOST")
 	for _, rd := range rep.Rounds {
@@ -369,8 +374,12 @@ func renderChaos(g *globals, rep *chaos.Report, dir string) {
 		case !rd.Recovered:
 			rec = "NOT RECOVERED"
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d/%d\t%d of %d\n", rd.N, rd.Fault, strings.Join(names, ","), secsStr(rd.DetectionSeconds),
-			rec, rd.RequestsFailed, rd.Requests, rd.MarkersLost, rd.MarkersWritten)
+		reqs := fmt.Sprintf("%d/%d", rd.RequestsFailed, rd.Requests)
+		if rd.RequestsDeferred > 0 {
+			reqs += fmt.Sprintf(" (%d deferred)", rd.RequestsDeferred)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%d of %d\n", rd.N, rd.Fault, strings.Join(names, ","), secsStr(rd.DetectionSeconds),
+			rec, reqs, rd.MarkersLost, rd.MarkersWritten)
 	}
 	tw.Flush()
 	for _, r := range rep.Results {
