@@ -69,11 +69,11 @@ role "web" {
 		t.Errorf("first publish did not announce the generated key: %q", errOut)
 	}
 
-	ud, errOut, code := agentCLI(t, "userdata", "web", "--config", cfgDir, "--remote", repo)
+	ud, errOut, code := agentCLI(t, "userdata", "web", "--standalone", "--config", cfgDir, "--remote", repo)
 	if code != 0 {
 		t.Fatalf("userdata: %d %s", code, errOut)
 	}
-	if _, errOut, code := agentCLI(t, "userdata", "db", "--config", cfgDir, "--remote", repo); code == 0 || !strings.Contains(errOut, "not declared") {
+	if _, errOut, code := agentCLI(t, "userdata", "db", "--standalone", "--config", cfgDir, "--remote", repo); code == 0 || !strings.Contains(errOut, "not declared") {
 		t.Errorf("userdata for an undeclared role: %d %q", code, errOut)
 	}
 
