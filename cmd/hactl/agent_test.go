@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,26 +9,6 @@ import (
 
 	"github.com/hactl/hactl/agent"
 )
-
-// agentCLI runs hactl in-process with args.
-func agentCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	g := &globals{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
-	root := newRootCmd(g)
-	root.SetArgs(normalizeArgs(root, args))
-	err := root.ExecuteContext(t.Context())
-	var ee *exitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.code
-	default:
-		code = 1
-		errb.WriteString(err.Error())
-	}
-	return out.String(), errb.String(), code
-}
 
 // TestAgentCmd_PublishUserdataBoot is the local boot path through the CLI:
 // publish a signed configuration, render user-data for the role, lay out a
@@ -57,7 +35,7 @@ role "web" {
 `), 0o644)
 	repo := filepath.Join(base, "repo.git")
 
-	out, errOut, code := agentCLI(t, "publish", cfgDir, "--repo", repo, "-json")
+	out, errOut, code := runCLI(t, "", "publish", cfgDir, "--repo", repo, "-json")
 	if code != 0 {
 		t.Fatalf("publish: %d %s", code, errOut)
 	}
@@ -69,11 +47,11 @@ role "web" {
 		t.Errorf("first publish did not announce the generated key: %q", errOut)
 	}
 
-	ud, errOut, code := agentCLI(t, "userdata", "web", "--standalone", "--config", cfgDir, "--remote", repo)
+	ud, errOut, code := runCLI(t, "", "userdata", "web", "--standalone", "--config", cfgDir, "--remote", repo)
 	if code != 0 {
 		t.Fatalf("userdata: %d %s", code, errOut)
 	}
-	if _, errOut, code := agentCLI(t, "userdata", "db", "--standalone", "--config", cfgDir, "--remote", repo); code == 0 || !strings.Contains(errOut, "not declared") {
+	if _, errOut, code := runCLI(t, "", "userdata", "db", "--standalone", "--config", cfgDir, "--remote", repo); code == 0 || !strings.Contains(errOut, "not declared") {
 		t.Errorf("userdata for an undeclared role: %d %q", code, errOut)
 	}
 
@@ -83,7 +61,7 @@ role "web" {
 	os.WriteFile(filepath.Join(node, "meta-data.json"), []byte(`{"instance-id":"web-2.g1","local-hostname":"web-2",
 "local-ipv4":"127.0.0.1","cluster":"demo","role":"web","slot":2,"generation":1}`), 0o644)
 
-	out, errOut, code = agentCLI(t, "agent", "--node-dir", node, "--once", "--api-listen", "127.0.0.1:0", "-json")
+	out, errOut, code = runCLI(t, "", "agent", "--node-dir", node, "--once", "--api-listen", "127.0.0.1:0", "-json")
 	if code != 0 {
 		t.Fatalf("agent --once: %d\n%s\n%s", code, out, errOut)
 	}
@@ -104,7 +82,7 @@ role "web" {
 
 	// A broken configuration is not published.
 	os.WriteFile(filepath.Join(cfgDir, "main.hcl"), []byte("role {{{"), 0o644)
-	if _, errOut, code := agentCLI(t, "publish", cfgDir, "--repo", repo); code == 0 || !strings.Contains(errOut, "refusing to publish") {
+	if _, errOut, code := runCLI(t, "", "publish", cfgDir, "--repo", repo); code == 0 || !strings.Contains(errOut, "refusing to publish") {
 		t.Errorf("publish of broken HCL: %d %q", code, errOut)
 	}
 }

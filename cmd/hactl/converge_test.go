@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,25 +9,6 @@ import (
 
 	"github.com/hactl/hactl/converge"
 )
-
-func convergeCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	g := &globals{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
-	root := newRootCmd(g)
-	root.SetArgs(normalizeArgs(root, args))
-	err := root.ExecuteContext(t.Context())
-	var ee *exitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.code
-	default:
-		code = 1
-		errb.WriteString(err.Error())
-	}
-	return out.String(), errb.String(), code
-}
 
 func TestConvergeCmd_File(t *testing.T) {
 	dir := t.TempDir()
@@ -46,14 +25,14 @@ resource "symlink" "cur" {
   depends_on = [file.motd]
 }
 `), 0o644)
-	stdout, stderr, code := convergeCLI(t, "converge", file, "--node", "web-2", "--root", root, "--dry-run")
+	stdout, stderr, code := runCLI(t, "", "converge", file, "--node", "web-2", "--root", root, "--dry-run")
 	if code != 0 || !strings.Contains(stdout, "+hello web-2 (web 2)") || !strings.Contains(stdout, "2 would change") {
 		t.Fatalf("dry run: code %d\n%s\n%s", code, stdout, stderr)
 	}
 	if _, err := os.Stat(filepath.Join(root, "etc")); err == nil {
 		t.Fatal("dry run created files")
 	}
-	stdout, stderr, code = convergeCLI(t, "converge", file, "--node", "web-2", "--root", root)
+	stdout, stderr, code = runCLI(t, "", "converge", file, "--node", "web-2", "--root", root)
 	if code != 0 || !strings.Contains(stdout, "0 unchanged, 2 changed") {
 		t.Fatalf("run: code %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -65,7 +44,7 @@ resource "symlink" "cur" {
 	if err := json.Unmarshal(b, &rep); err != nil || rep.Summary.Changed != 2 || rep.DryRun {
 		t.Fatalf("report %s: %v", b, err)
 	}
-	stdout, _, code = convergeCLI(t, "converge", "-json", file, "--node", "web-2", "--root", root)
+	stdout, _, code = runCLI(t, "", "converge", "-json", file, "--node", "web-2", "--root", root)
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != 0 || rep.Summary.Unchanged != 2 {
 		t.Fatalf("second run: code %d %v\n%s", code, err, stdout)
 	}
@@ -83,7 +62,7 @@ resource "file" "ok" {
   content = "x"
 }
 `), 0o644)
-	stdout, stderr, code := convergeCLI(t, "converge", file, "--node", "n-1", "--root", filepath.Join(dir, "node"))
+	stdout, stderr, code := runCLI(t, "", "converge", file, "--node", "n-1", "--root", filepath.Join(dir, "node"))
 	if code != 1 || !strings.Contains(stdout, "failed       exec.boom: exec.boom (") || !strings.Contains(stdout, "1 changed, 1 failed") {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -112,7 +91,7 @@ role "web" {
 }
 `), 0o644)
 	root := filepath.Join(dir, "node")
-	stdout, stderr, code := convergeCLI(t, "converge", "web", "--config", cfg, "--node", "web-1", "--root", root, "--address", "127.0.0.7")
+	stdout, stderr, code := runCLI(t, "", "converge", "web", "--config", cfg, "--node", "web-1", "--root", root, "--address", "127.0.0.7")
 	if code != 0 {
 		t.Fatalf("code %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -122,7 +101,7 @@ role "web" {
 	if b, _ := os.ReadFile(filepath.Join(root, "etc/plain")); string(b) != "X" {
 		t.Errorf("plain = %q", b)
 	}
-	_, stderr, code = convergeCLI(t, "converge", "nosuch", "--config", cfg, "--node", "web-1", "--root", root)
+	_, stderr, code = runCLI(t, "", "converge", "nosuch", "--config", cfg, "--node", "web-1", "--root", root)
 	if code == 0 || !strings.Contains(stderr, "neither a file nor a role") {
 		t.Errorf("unknown role: code %d %s", code, stderr)
 	}
@@ -151,7 +130,7 @@ func TestConvergeCmd_FileCache(t *testing.T) {
 	run := func(wantHit bool, node, want string, extra ...string) {
 		t.Helper()
 		args := append([]string{"converge", file, "--node", node, "--root", root, "--log-level", "debug"}, extra...)
-		stdout, stderr, code := convergeCLI(t, args...)
+		stdout, stderr, code := runCLI(t, "", args...)
 		if code != 0 {
 			t.Fatalf("converge %v: code %d\n%s\n%s", extra, code, stdout, stderr)
 		}

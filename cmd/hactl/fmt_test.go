@@ -15,7 +15,7 @@ const (
 
 func TestFmtCmd_Write(t *testing.T) {
 	dir := writeTree(t, map[string]string{"a.hcl": uglyHCL, "b.hcl": prettyHCL, "sub/c.hcl": uglyHCL, "notes.txt": uglyHCL})
-	stdout, stderr, code := langCLI(t, "", "fmt", dir)
+	stdout, stderr, code := runCLI(t, "", "fmt", dir)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -28,7 +28,7 @@ func TestFmtCmd_Write(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, b, want)
 		}
 	}
-	if _, _, code := langCLI(t, "", "fmt", "-recursive", dir); code != 0 {
+	if _, _, code := runCLI(t, "", "fmt", "-recursive", dir); code != 0 {
 		t.Fatalf("-recursive exit %d", code)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "sub/c.hcl")); string(b) != prettyHCL {
@@ -39,7 +39,7 @@ func TestFmtCmd_Write(t *testing.T) {
 func TestFmtCmd_CheckDiff(t *testing.T) {
 	dir := writeTree(t, map[string]string{"a.hcl": uglyHCL})
 	path := filepath.Join(dir, "a.hcl")
-	stdout, _, code := langCLI(t, "", "fmt", "-check", "-diff", dir)
+	stdout, _, code := runCLI(t, "", "fmt", "-check", "-diff", dir)
 	if code != fmtCheckExit {
 		t.Errorf("-check exit %d, want %d", code, fmtCheckExit)
 	}
@@ -51,7 +51,7 @@ func TestFmtCmd_CheckDiff(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != uglyHCL {
 		t.Error("-check changed the file")
 	}
-	stdout, _, code = langCLI(t, "", "fmt", "-json", "-write=false", dir)
+	stdout, _, code = runCLI(t, "", "fmt", "-json", "-write=false", dir)
 	var res fmtResult
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || code != 0 || len(res.Changed) != 1 || res.Changed[0] != path {
 		t.Errorf("-json: code %d, %v, %+v", code, err, res)
@@ -62,12 +62,12 @@ func TestFmtCmd_CheckDiff(t *testing.T) {
 }
 
 func TestFmtCmd_StdinAndSyntaxError(t *testing.T) {
-	stdout, _, code := langCLI(t, uglyHCL, "fmt", "-")
+	stdout, _, code := runCLI(t, uglyHCL, "fmt", "-")
 	if code != 0 || stdout != prettyHCL {
 		t.Errorf("stdin: exit %d, out %q", code, stdout)
 	}
 	dir := writeTree(t, map[string]string{"bad.hcl": "role \"web\" {\n  count = \n"})
-	_, stderr, code := langCLI(t, "", "fmt", dir)
+	_, stderr, code := runCLI(t, "", "fmt", dir)
 	if code != 1 || !strings.Contains(stderr, "bad.hcl line") {
 		t.Errorf("syntax error: exit %d, stderr %s", code, stderr)
 	}

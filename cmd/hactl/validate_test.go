@@ -10,8 +10,9 @@ import (
 	"testing"
 )
 
-// langCLI runs hactl with args and returns its output and exit status.
-func langCLI(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
+// runCLI runs hactl in-process with args and stdin, and returns its output
+// and exit status. Every in-process CLI test uses it.
+func runCLI(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	g := &globals{stdout: &out, stderr: &errb, stdin: strings.NewReader(stdin)}
@@ -60,7 +61,7 @@ func blogTree(t *testing.T) string {
 }
 
 func TestValidateCmd_Valid(t *testing.T) {
-	stdout, stderr, code := langCLI(t, "", "validate", blogTree(t))
+	stdout, stderr, code := runCLI(t, "", "validate", blogTree(t))
 	if code != 0 || !strings.Contains(stdout, "Success! The configuration is valid.") {
 		t.Fatalf("code %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
@@ -70,7 +71,7 @@ func TestValidateCmd_Errors(t *testing.T) {
 	dir := writeTree(t, map[string]string{
 		"main.hcl": "cluster \"c\" {}\nrole \"web\" {\n  count = 0\n}\nvariable \"v\" { type = number }\n",
 	})
-	stdout, stderr, code := langCLI(t, "", "validate", dir)
+	stdout, stderr, code := runCLI(t, "", "validate", dir)
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -84,7 +85,7 @@ func TestValidateCmd_Errors(t *testing.T) {
 	}
 
 	// -var fixes the variable; -json reports the rest.
-	stdout, _, code = langCLI(t, "", "validate", "-json", "-var", "v=3", dir)
+	stdout, _, code = runCLI(t, "", "validate", "-json", "-var", "v=3", dir)
 	if code != 1 {
 		t.Errorf("-json exit %d, want 1", code)
 	}
@@ -99,7 +100,7 @@ func TestValidateCmd_Errors(t *testing.T) {
 }
 
 func TestValidateCmd_MissingDir(t *testing.T) {
-	_, stderr, code := langCLI(t, "", "validate", filepath.Join(t.TempDir(), "none"))
+	_, stderr, code := runCLI(t, "", "validate", filepath.Join(t.TempDir(), "none"))
 	if code != 1 || !strings.Contains(stderr, "Cannot read configuration directory") {
 		t.Errorf("code %d, stderr %s", code, stderr)
 	}
