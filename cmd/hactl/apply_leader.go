@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -18,6 +19,29 @@ import (
 // errNoLeader means no leader with quorum answered: apply executes the plan
 // itself (bootstrap, total loss, or a cluster whose leader cannot reconcile).
 var errNoLeader = fmt.Errorf("no leader that reconciles")
+
+// errLeaderChanged is wrapped when the node carrying out an apply stopped
+// being the leader before it finished.
+var errLeaderChanged = errors.New("leadership changed during the apply")
+
+// awaitLeader waits (up to 30 s) until the cluster names a leader with
+// quorum again and returns its id.
+func awaitLeader(ctx context.Context, obs []plan.Observed) (string, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, cs := controlStatus(ctx, obs); cs != nil && cs.Leader != "" && cs.Quorum {
+			return cs.Leader, nil
+		}
+		if time.Now().After(deadline) {
+			return "", errors.New("no leader with quorum answered for 30 s after the leadership changed; run apply again")
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
 
 // applyThroughLeader hands the published revision to the cluster's leader
 // (POST /v1/apply) and reports its progress; the leader's reconciler is the
@@ -79,6 +103,19 @@ func applyThroughLeader(ctx context.Context, w *workspace, obs []plan.Observed, 
 		}
 		err = followApply(g, resp, leader)
 		resp.Body.Close()
+		if errors.Is(err, errLeaderChanged) && attempt < 5 {
+			// Leadership moved while the leader worked (an election, or a
+			// VIP holder handing leadership away). The request is
+			// idempotent: ask the new leader, which resumes what the log
+			// records.
+			if !g.jsonOut {
+				fmt.Fprintf(g.stdout, "%v; asking the new leader.\n", err)
+			}
+			if leader, err = awaitLeader(ctx, obs); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -127,13 +164,16 @@ func followApply(g *globals, resp *http.Response, leader string) error {
 		case "done":
 			return nil
 		case "error":
+			if strings.Contains(ev.Message, "not the raft leader") || strings.Contains(ev.Message, "leadership lost") {
+				return fmt.Errorf("leader %s: %s: %w", ev.Leader, ev.Message, errLeaderChanged)
+			}
 			return fmt.Errorf("leader %s: %s", ev.Leader, ev.Message)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("leader %s: progress stream: %w", leader, err)
 	}
-	return fmt.Errorf("leader %s: progress stream ended before the apply finished (leader lost? run apply again: the next leader resumes recorded rebuilds)", leader)
+	return fmt.Errorf("leader %s: progress stream ended before the apply finished: %w", leader, errLeaderChanged)
 }
 
 func describeApplyEvent(ev agent.ApplyEvent) string {
