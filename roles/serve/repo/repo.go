@@ -174,14 +174,18 @@ func (s *Server) initRepo(name string) error {
 		return fmt.Errorf("repo: init %q: not a path below the repositories directory", name)
 	}
 	dir := filepath.Join(s.cfg.Repos, filepath.FromSlash(rel))
-	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err == nil {
-		return nil
-	}
+	_, statErr := os.Stat(filepath.Join(dir, "HEAD"))
+	// git init on an existing repository is safe (it overwrites nothing)
+	// and recreates what is missing: a repository restored from a replica
+	// or a backup comes without its empty directories (refs/heads,
+	// objects/pack...), and git does not recognise it without them.
 	out, err := exec.Command(s.gitPath, "init", "--quiet", "--bare", "--initial-branch=main", dir).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("repo: init %s: %w: %s", dir, err, strings.TrimSpace(string(out)))
 	}
-	s.log.Info("repository created", "repo", rel)
+	if statErr != nil {
+		s.log.Info("repository created", "repo", rel)
+	}
 	return nil
 }
 

@@ -402,3 +402,44 @@ func TestServer_Push_RefusedWhenPeerDiverged(t *testing.T) {
 		t.Errorf("a main = %s, want unchanged %s", got, x)
 	}
 }
+
+// TestServer_Init_RepairsRestoredRepository: a repository restored from a
+// replica or a backup lacks its empty directories (data replication does
+// not carry them); --init must make it a repository git recognises again,
+// without touching what is there.
+func TestServer_Init_RepairsRestoredRepository(t *testing.T) {
+	requireGit(t)
+	dir := filepath.Join(t.TempDir(), "repos")
+	repo := filepath.Join(dir, "blog.git")
+	cfg := Config{Listen: "127.0.0.1:0", Repos: dir, Init: []string{"blog.git"}, Token: testToken}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln.Close()
+	os.RemoveAll(s.home)
+	if err := os.WriteFile(filepath.Join(repo, "description"), []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// What a restore leaves: files only, every empty directory gone.
+	for _, d := range []string{"refs/heads", "refs/tags", "refs", "objects/info", "objects/pack", "objects", "branches", "info", "hooks"} {
+		if err := os.RemoveAll(filepath.Join(repo, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command("git", "--git-dir", repo, "rev-parse", "--git-dir").CombinedOutput(); err == nil {
+		t.Fatalf("git still accepts the stripped repository (%s); the test does not reproduce a restore", out)
+	}
+	s2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.ln.Close()
+	os.RemoveAll(s2.home)
+	if out, err := exec.Command("git", "--git-dir", repo, "rev-parse", "--git-dir").CombinedOutput(); err != nil {
+		t.Fatalf("after --init the repository is still broken: %v: %s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(repo, "description")); string(b) != "kept\n" {
+		t.Errorf("init overwrote an existing file: description = %q", b)
+	}
+}
