@@ -107,6 +107,7 @@ func (e *e2e) run(args ...string) (string, int) {
 	}
 	if code != 0 {
 		e.t.Logf("hactl %s exited %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errb.String())
+		e.logNodeTails()
 	}
 	return out.String(), code
 }
@@ -261,5 +262,22 @@ func TestE2E_Validate_BadInput_ChangesNothing(t *testing.T) {
 		if d.Name() != "bin" {
 			t.Errorf("a failed apply created %s in the state directory", d.Name())
 		}
+	}
+}
+
+// logNodeTails logs the last lines of every node's agent.log, so a node that
+// never became healthy explains itself in the test output.
+func (e *e2e) logNodeTails() {
+	logs, _ := filepath.Glob(filepath.Join(e.state, "*", "nodes", "*", "agent.log"))
+	for _, p := range logs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(lines) > 15 {
+			lines = lines[len(lines)-15:]
+		}
+		e.t.Logf("%s (last %d lines):\n%s", p, len(lines), strings.Join(lines, "\n"))
 	}
 }
