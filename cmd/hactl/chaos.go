@@ -88,7 +88,7 @@ func newChaosRunCmd(g *globals) *cobra.Command {
 			if !cmd.Flags().Changed("seed") {
 				f.seed = randomSeed()
 			}
-			w, err := openChaosWorkspace(g, args, f.pf)
+			w, err := f.pf.workspace(g, dirArg(args))
 			if err != nil {
 				return err
 			}
@@ -144,7 +144,7 @@ line instead. Each run draws a new random seed unless --seed is given.`,
 				fmt.Fprintln(g.stdout, line)
 				return nil
 			}
-			w, err := openChaosWorkspace(g, args[1:], f.pf)
+			w, err := f.pf.workspace(g, dirArg(args[1:]))
 			if err != nil {
 				return err
 			}
@@ -177,7 +177,7 @@ func newChaosHistoryCmd(g *globals) *cobra.Command {
 		Short: "Show the chaos runs recorded for the cluster",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			w, err := openChaosWorkspace(g, args, pf)
+			w, err := pf.workspace(g, dirArg(args))
 			if err != nil {
 				return err
 			}
@@ -234,7 +234,7 @@ func newChaosPauseCmd(g *globals, pause bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			w, err := openChaosWorkspace(g, args, pf)
+			w, err := pf.workspace(g, dirArg(args))
 			if err != nil {
 				return err
 			}
@@ -258,14 +258,6 @@ func newChaosPauseCmd(g *globals, pause bool) *cobra.Command {
 		cmd.Flags().StringVar(&reason, "reason", "", "why chaos is paused (shown by history and in reports)")
 	}
 	return cmd
-}
-
-func openChaosWorkspace(g *globals, args []string, pf planFlags) (*workspace, error) {
-	vm, err := validateParseVars(pf.vars)
-	if err != nil {
-		return nil, err
-	}
-	return openWorkspace(g, dirArg(args), vm)
 }
 
 func (w *workspace) chaosDir() chaos.Dir { return chaos.Dir(filepath.Join(w.clusterDir(), "chaos")) }

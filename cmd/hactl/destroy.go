@@ -27,11 +27,7 @@ and configuration repository are kept for the next apply; -purge removes them
 too.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vm, err := validateParseVars(pf.vars)
-			if err != nil {
-				return err
-			}
-			w, err := openWorkspace(g, dirArg(args), vm)
+			w, err := pf.workspace(g, dirArg(args))
 			if err != nil {
 				return err
 			}

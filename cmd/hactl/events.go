@@ -25,11 +25,7 @@ changes, voter changes, fences, rebuilds, VIP owners) merged with that node's
 own decisions taken without the log (self-fence, refusals), oldest first.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vm, err := validateParseVars(pf.vars)
-			if err != nil {
-				return err
-			}
-			w, err := openWorkspace(g, dirArg(args), vm)
+			w, err := pf.workspace(g, dirArg(args))
 			if err != nil {
 				return err
 			}

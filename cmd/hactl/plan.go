@@ -22,6 +22,15 @@ type planFlags struct {
 	vars []string
 }
 
+// workspace parses the -var flags and opens the configuration in dir.
+func (f *planFlags) workspace(g *globals, dir string) (*workspace, error) {
+	vm, err := validateParseVars(f.vars)
+	if err != nil {
+		return nil, err
+	}
+	return openWorkspace(g, dir, vm)
+}
+
 func (f *planFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&f.vars, "var", nil, "set an input variable, NAME=VALUE (repeatable)")
 }
@@ -44,11 +53,7 @@ With -detailed-exitcode it exits 0 when there is nothing to do, 2 when there
 are changes, 1 on error.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vm, err := validateParseVars(pf.vars)
-			if err != nil {
-				return err
-			}
-			w, err := openWorkspace(g, dirArg(args), vm)
+			w, err := pf.workspace(g, dirArg(args))
 			if err != nil {
 				return err
 			}
@@ -172,10 +177,6 @@ neither the configuration nor the machines changed since.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			vm, err := validateParseVars(pf.vars)
-			if err != nil {
-				return err
-			}
 			dir := dirArg(args)
 			var saved *plan.Saved
 			if len(args) == 1 && isPlanFile(args[0]) {
@@ -186,7 +187,7 @@ neither the configuration nor the machines changed since.`,
 				dir, saved = d, &s
 				auto = true // the saved plan was the review
 			}
-			w, err := openWorkspace(g, dir, vm)
+			w, err := pf.workspace(g, dir)
 			if err != nil {
 				return err
 			}

@@ -66,11 +66,7 @@ against its declared count and failure tolerance, and the actions a plan
 would take now (what is missing against the configuration).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vm, err := validateParseVars(pf.vars)
-			if err != nil {
-				return err
-			}
-			w, err := openWorkspace(g, dirArg(args), vm)
+			w, err := pf.workspace(g, dirArg(args))
 			if err != nil {
 				return err
 			}
