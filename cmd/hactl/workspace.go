@@ -23,7 +23,6 @@ import (
 	"github.com/hactl/hactl/plan"
 	"github.com/hactl/hactl/providers"
 	"github.com/hactl/hactl/providers/local"
-	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -449,10 +448,4 @@ func (w *workspace) publish(ctx context.Context, sec *secrets) (string, error) {
 		return "", fmt.Errorf("publish %s: %w", w.dir, err)
 	}
 	return agent.Publish(ctx, staging, w.originRepo(), sec.signer, "hactl apply "+time.Now().UTC().Format(time.RFC3339))
-}
-
-// renderDiags is a small helper for non-HCL errors that still point at the
-// configuration.
-func rangeString(r hcl.Range) string {
-	return fmt.Sprintf("%s:%d,%d", r.Filename, r.Start.Line, r.Start.Column)
 }
