@@ -1040,3 +1040,53 @@ func TestProvider_Destroy_EscalatesToSIGKILL(t *testing.T) {
 		t.Errorf("node dir after Destroy: %v", err)
 	}
 }
+
+// Two state directories allocating the same cluster name at once (two test
+// runs of one test, two users) get distinct pairs: the machine-wide claims
+// see a pair allocated but not yet bound. Once the first state directory is
+// gone its claim is stale and the pair can be taken again.
+func TestProvider_EnsurePair_SameNameTwoStateDirs(t *testing.T) {
+	old := claimsDir
+	claimsDir = t.TempDir()
+	t.Cleanup(func() { claimsDir = old })
+	cl := uniqueCluster(t)
+	var ps [2]*Provider
+	for i := range ps {
+		p, err := New(Config{StateDir: t.TempDir(), Command: testCommand(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = p
+	}
+	var wg sync.WaitGroup
+	var aps [2]addrPair
+	var errs [2]error
+	for i := range ps {
+		wg.Go(func() { aps[i], errs[i] = ps[i].ensurePair(t.Context(), cl) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		t.Fatal(err)
+	}
+	if aps[0] == aps[1] {
+		t.Fatalf("both state directories got 127.%d.%d for cluster %s", aps[0].A, aps[0].B, cl)
+	}
+	first := 0
+	if aps[1] == pairAt(hashPair(cl)) {
+		first = 1
+	}
+	if err := os.RemoveAll(ps[first].clusterDir(cl)); err != nil {
+		t.Fatal(err)
+	}
+	p3, err := New(Config{StateDir: t.TempDir(), Command: testCommand(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p3.ensurePair(t.Context(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != pairAt(hashPair(cl)) {
+		t.Errorf("after the owner's cluster was removed, got 127.%d.%d, want the hashed pair 127.%d.%d back", got.A, got.B, pairAt(hashPair(cl)).A, pairAt(hashPair(cl)).B)
+	}
+}

@@ -129,10 +129,18 @@ func (p *Provider) ensurePair(ctx context.Context, cluster string) (addrPair, er
 	for ap := range pairsBound() {
 		taken[ap] = true
 	}
+	// Clusters of other state directories that have allocated a pair but
+	// not bound it yet are seen through the machine-wide claims.
+	claims, unlockClaims := p.openClaims(ctx)
+	defer unlockClaims()
+	netPath, _ := filepath.Abs(p.netPath(cluster))
 	i := hashPair(cluster)
-	for n := 0; taken[pairAt(i)]; n++ {
+	for n := 0; ; n++ {
 		if n == pairSpace {
 			return addrPair{}, fmt.Errorf("local: allocate addresses for %s: every 127.A.B pair is taken", cluster)
+		}
+		if ap := pairAt(i); !taken[ap] && claims.claim(ap, netPath) {
+			break
 		}
 		i = (i + 1) % pairSpace
 	}
@@ -145,6 +153,61 @@ func (p *Provider) ensurePair(ctx context.Context, cluster string) (addrPair, er
 		return addrPair{}, fmt.Errorf("local: allocate addresses for %s: %w", cluster, err)
 	}
 	return ap, nil
+}
+
+// pairClaims is the machine-wide record of allocated address pairs: one file
+// per pair in a directory shared by every state directory on the machine,
+// holding the absolute path of the net.json that owns it. Used under the
+// claims lock only. A nil *pairClaims (the directory cannot be used, e.g.
+// another user owns it) claims everything: allocation then relies on the
+// state directory and bound sockets alone, as before claims existed.
+type pairClaims struct{ dir string }
+
+// claimsDir is where the claims live; a variable so tests can move it.
+var claimsDir = filepath.Join(os.TempDir(), "hactl-local-pairs")
+
+// openClaims takes the machine-wide claims lock. Failing to, it returns nil
+// claims and a no-op unlock.
+func (p *Provider) openClaims(ctx context.Context) (*pairClaims, func()) {
+	if err := os.MkdirAll(claimsDir, 0o1777); err != nil {
+		return nil, func() {}
+	}
+	unlock, err := p.lock(ctx, filepath.Join(claimsDir, ".lock"))
+	if err != nil {
+		return nil, func() {}
+	}
+	return &pairClaims{dir: claimsDir}, unlock
+}
+
+// claim records ap for the cluster whose net.json is at netPath and reports
+// whether it did. A claim is stale, and taken over, when the net.json it
+// names no longer exists or records another pair (its cluster was destroyed
+// or its state directory deleted).
+func (pc *pairClaims) claim(ap addrPair, netPath string) bool {
+	if pc == nil {
+		return true
+	}
+	f := filepath.Join(pc.dir, fmt.Sprintf("127.%d.%d", ap.A, ap.B))
+	if b, err := os.ReadFile(f); err == nil {
+		owner := strings.TrimSpace(string(b))
+		if owner != netPath && claimLive(owner, ap) {
+			return false
+		}
+	}
+	return os.WriteFile(f, []byte(netPath+"\n"), 0o644) == nil
+}
+
+// claimLive reports whether the net.json at path still records pair ap.
+func claimLive(path string, ap addrPair) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	var nf netFile
+	if json.Unmarshal(b, &nf) != nil {
+		return true // being written: assume live
+	}
+	return nf.A == ap.A && nf.B == ap.B
 }
 
 // pairsBound returns the 127.A.B pairs (A in range) that have a bound socket
