@@ -673,14 +673,14 @@ func TestProvider_Create_PairCollision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Address == want.addr(10) {
+	if m.Address == p.addr(want, 10) {
 		t.Fatalf("cluster %s took %s although cluster other holds 127.%d.%d", cl, m.Address, want.A, want.B)
 	}
 	nf, err := p.readNet(cl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := nf.pair().addr(10); got != m.Address {
+	if got := p.addr(nf.pair(), 10); got != m.Address {
 		t.Errorf("net.json pair gives %s, machine has %s", got, m.Address)
 	}
 	eventually(t, "health", func() error { return probe(t.Context(), m) })
@@ -891,7 +891,7 @@ func TestProvider_Create_SkipsBoundPair(t *testing.T) {
 	p := newTestProvider(t)
 	cl := uniqueCluster(t)
 	want := pairAt(hashPair(cl))
-	ln, err := net.Listen("tcp", want.addr(5)+":0")
+	ln, err := net.Listen("tcp", p.addr(want, 5)+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
