@@ -176,19 +176,20 @@ func agentLogger(cmd *cobra.Command, g *globals) *slog.Logger {
 // control is the node's control plane as the agent command wires it: the
 // cluster node, the VIP forwarder and the providers the reconciler rebuilds
 // through: the ones delivered in the providers secret (digitalocean), else
-// on local nodes the local provider.
+// on local and lab nodes the provider of the node directory.
 type control struct {
 	node  *cluster.Node
 	fwd   *agent.Forwarder
 	lp    nodeDirProvider
 	self  providers.MachineID // this node's machine on lp
-	// bindVIP puts a VIP on (or takes it off) this node's network interface
-	// before the forwarder binds it (lab nodes; nil elsewhere).
-	bindVIP func(ctx context.Context, vip string, held bool) error
 	provs map[string]providers.Provider
 	vips  *vipKeeper // keeps the provider's VIP holder in line with the log (non-local providers)
 	agent *agent.Agent
 	log   *slog.Logger
+
+	// bindVIP puts a VIP on (or takes it off) this node's network interface
+	// before the forwarder binds it (lab nodes; nil elsewhere).
+	bindVIP func(ctx context.Context, vip string, held bool) error
 }
 
 // nodeDirProvider is the provider of a node that runs from a node directory:
