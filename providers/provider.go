@@ -123,7 +123,8 @@ type Snapshotter interface {
 // both directions; DropShare drops percent (0-100) of the machine's packets at
 // random, both directions; Heal removes both. Each call replaces the
 // previous partition or loss of that machine and returns once the rule is
-// in force. A machine that is gone wraps ErrNotFound.
+// in force. Partition and DropShare on a machine that is gone wrap
+// ErrNotFound; Heal of a machine that is gone or off is a no-op.
 type NetFaulter interface {
 	Partition(ctx context.Context, id MachineID, peers []MachineID) error
 	DropShare(ctx context.Context, id MachineID, percent int) error

@@ -250,11 +250,19 @@ func (p *Provider) DropShare(ctx context.Context, id providers.MachineID, percen
 	return nil
 }
 
-// Heal removes the partition and packet loss of machine id.
+// Heal removes the partition and packet loss of machine id. A machine that
+// is gone, or fenced (its namespace, and its rules, deleted), has nothing
+// to heal: that is not an error.
 func (p *Provider) Heal(ctx context.Context, id providers.MachineID) error {
 	_, n, err := p.meta(id)
+	if errors.Is(err, providers.ErrNotFound) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("lab: heal %s: %w", id, err)
+	}
+	if !exists(nsPath(n.ns)) {
+		return nil
 	}
 	if err := heal(ctx, n); err != nil {
 		return fmt.Errorf("lab: heal %s: %w", id, err)

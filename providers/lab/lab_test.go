@@ -378,6 +378,22 @@ func TestProvider_DropShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "health after heal", func() error { return probe(t.Context(), m) })
+	// Nothing to heal on a fenced node or a destroyed one.
+	if err := p.Fence(t.Context(), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Heal(t.Context(), m.ID); err != nil {
+		t.Errorf("Heal of a fenced node: %v", err)
+	}
+	if err := p.DropShare(t.Context(), m.ID, 10); err == nil {
+		t.Errorf("DropShare on a fenced node succeeded")
+	}
+	if err := p.Destroy(t.Context(), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Heal(t.Context(), m.ID); err != nil {
+		t.Errorf("Heal of a destroyed node: %v", err)
+	}
 }
 
 func TestBindVIP_MovesBetweenNodes(t *testing.T) {
