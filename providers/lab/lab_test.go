@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -273,6 +274,10 @@ func TestProvider_Create_NodeInOwnNamespace(t *testing.T) {
 	}
 	if want := fmt.Sprintf("net:[%d]", st.Ino); got != want {
 		t.Errorf("node process is in %s, want namespace %s (%s)", got, ns, want)
+	}
+	strays, err := Strays()
+	if err != nil || !slices.Contains(strays, ns) {
+		t.Errorf("Strays() = %v, %v; want it to list %s", strays, err, ns)
 	}
 	// Fence removes the namespace; PowerOn builds it again.
 	if err := p.Fence(t.Context(), m.ID); err != nil {
