@@ -194,13 +194,32 @@ func removeNode(n names) error {
 	return errors.Join(errs...)
 }
 
-// removeBridge deletes the cluster's bridge and the host namespace's name.
+// removeBridge deletes the cluster's bridge and the host namespace's name,
+// unless a node's veth is on the bridge again.
 func removeBridge(n names) error {
 	ctx := context.Background()
 	if !exists(nsPath(n.host)) {
 		return nil
 	}
 	if run(ctx, "", "ip", "-n", n.host, "link", "show", n.bridge) == nil {
+		// A node created meanwhile (another process) has its veth on the
+		// bridge and its namespace: keep the bridge. A veth whose namespace
+		// is deleted is on its way out (the kernel removes it
+		// asynchronously).
+		ports, err := output(ctx, "ip", "-n", n.host, "-o", "link", "show", "master", n.bridge)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(ports, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			port, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if ns, ok := strings.CutPrefix(port, Prefix+"v-"); !ok || exists(nsPath(Prefix+"n-"+ns)) {
+				return nil
+			}
+		}
 		if err := run(ctx, "", "ip", "-n", n.host, "link", "del", n.bridge); err != nil {
 			return err
 		}
