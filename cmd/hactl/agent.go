@@ -178,6 +178,10 @@ func agentLogger(cmd *cobra.Command, g *globals) *slog.Logger {
 // through: the ones delivered in the providers secret (digitalocean), else
 // on local and lab nodes the provider of the node directory.
 type control struct {
+	// bindVIP puts a VIP on (or takes it off) this node's network interface
+	// before the forwarder binds it (lab nodes; nil elsewhere).
+	bindVIP func(ctx context.Context, vip string, held bool) error
+
 	node  *cluster.Node
 	fwd   *agent.Forwarder
 	lp    nodeDirProvider
@@ -186,10 +190,6 @@ type control struct {
 	vips  *vipKeeper // keeps the provider's VIP holder in line with the log (non-local providers)
 	agent *agent.Agent
 	log   *slog.Logger
-
-	// bindVIP puts a VIP on (or takes it off) this node's network interface
-	// before the forwarder binds it (lab nodes; nil elsewhere).
-	bindVIP func(ctx context.Context, vip string, held bool) error
 }
 
 // nodeDirProvider is the provider of a node that runs from a node directory:
