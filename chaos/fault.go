@@ -73,7 +73,7 @@ func Supports(k FaultKind, typ string, p providers.Provider) error {
 	if !slices.Contains(types, "*") && !slices.Contains(types, typ) {
 		why := ""
 		if k == FaultPartition || k == FaultPacketLoss {
-			why = " (the lab provider, which has real network namespaces, is not built yet)"
+			why = " (nodes in network namespaces: provider \"lab\")"
 		}
 		return fmt.Errorf("fault %s is not supported by provider type %s: it needs %s%s", k, typ, strings.Join(types, " or "), why)
 	}
@@ -164,7 +164,7 @@ func (in *Injector) Inject(ctx context.Context, k FaultKind, n Node) (*Injected,
 		inj.Detail = "powered off " + string(n.Machine)
 		return inj, nil
 	case FaultPartition, FaultPacketLoss:
-		return nil, fmt.Errorf("fault %s on %s: no provider implements it yet", k, n.Name)
+		return in.injectNet(ctx, k, n, p, inj)
 	}
 	dir, err := p.(nodeDirer).NodeDir(n.Machine)
 	if err != nil {

@@ -117,6 +117,20 @@ type Snapshotter interface {
 	Snapshot(ctx context.Context, id MachineID, name string) (string, error)
 }
 
+// NetFaulter is an optional capability: real network faults on a machine,
+// for chaos. Partition drops every packet between the machine and peers (all
+// of the cluster's network but the machine itself when peers is empty), in
+// both directions; DropShare drops percent (0-100) of the machine's packets at
+// random, both directions; Heal removes both. Each call replaces the
+// previous partition or loss of that machine and returns once the rule is
+// in force. Partition and DropShare on a machine that is gone wrap
+// ErrNotFound; Heal of a machine that is gone or off is a no-op.
+type NetFaulter interface {
+	Partition(ctx context.Context, id MachineID, peers []MachineID) error
+	DropShare(ctx context.Context, id MachineID, percent int) error
+	Heal(ctx context.Context, id MachineID) error
+}
+
 // Capabilities lists what a provider can do, for plan warnings and chaos.
 type Capabilities struct {
 	Fence, PowerOn, VIP, Snapshot bool

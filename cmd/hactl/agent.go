@@ -18,6 +18,7 @@ import (
 	"github.com/hactl/hactl/lang"
 	"github.com/hactl/hactl/plan"
 	"github.com/hactl/hactl/providers"
+	"github.com/hactl/hactl/providers/lab"
 	"github.com/hactl/hactl/providers/local"
 	"github.com/spf13/cobra"
 )
@@ -175,16 +176,27 @@ func agentLogger(cmd *cobra.Command, g *globals) *slog.Logger {
 // control is the node's control plane as the agent command wires it: the
 // cluster node, the VIP forwarder and the providers the reconciler rebuilds
 // through: the ones delivered in the providers secret (digitalocean), else
-// on local nodes the local provider.
+// on local and lab nodes the provider of the node directory.
 type control struct {
+	// bindVIP puts a VIP on (or takes it off) this node's network interface
+	// before the forwarder binds it (lab nodes; nil elsewhere).
+	bindVIP func(ctx context.Context, vip string, held bool) error
+
 	node  *cluster.Node
 	fwd   *agent.Forwarder
-	lp    *local.Provider
+	lp    nodeDirProvider
 	self  providers.MachineID // this node's machine on lp
 	provs map[string]providers.Provider
 	vips  *vipKeeper // keeps the provider's VIP holder in line with the log (non-local providers)
 	agent *agent.Agent
 	log   *slog.Logger
+}
+
+// nodeDirProvider is the provider of a node that runs from a node directory:
+// local, or lab (local nodes in network namespaces).
+type nodeDirProvider interface {
+	providers.Provider
+	providers.VIPAssigner
 }
 
 // newControl builds the control plane of this node, or returns nil when the
@@ -235,8 +247,16 @@ func newControl(cfg agent.Config, id agent.Identity, log *slog.Logger) (*control
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: own binary: %w", id.Name, err)
 		}
-		lp, err := local.New(local.Config{StateDir: stateDir, Logger: log,
-			Command: func(dir string) []string { return []string{exe, "agent", "--node-dir", dir} }})
+		command := func(dir string) []string { return []string{exe, "agent", "--node-dir", dir} }
+		var lp nodeDirProvider
+		if md, merr := local.ReadMetaData(nodeDir); merr == nil && md.Provider == lab.Type {
+			// A lab node: its rebuilds get namespaces too, and its VIPs
+			// are addresses on its own interface.
+			lp, err = lab.New(lab.Config{StateDir: stateDir, Logger: log, Command: command})
+			c.bindVIP = lab.BindVIP
+		} else {
+			lp, err = local.New(local.Config{StateDir: stateDir, Logger: log, Command: command})
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -332,8 +352,24 @@ func (c *control) vipChanged(vip string, held bool) error {
 			return nil
 		}
 	}
+	if c.bindVIP != nil && held {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.bindVIP(ctx, vip, true)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	if err := c.fwd.Set(vip, held); err != nil {
 		return err
+	}
+	if c.bindVIP != nil && !held {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.bindVIP(ctx, vip, false)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 	if held && c.lp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -359,7 +395,7 @@ func (c *control) execute(ctx context.Context, s plan.Step, userData string) err
 		typ = pb.Type
 	}
 	p := c.provs[s.Provider]
-	if p == nil && typ == "local" && c.lp != nil {
+	if p == nil && (typ == "local" || typ == "lab") && c.lp != nil {
 		p = c.lp
 	}
 	if p == nil {

@@ -6,11 +6,12 @@ import (
 	"github.com/hactl/hactl/converge/resources"
 	"github.com/hactl/hactl/providers"
 	"github.com/hactl/hactl/providers/digitalocean"
+	"github.com/hactl/hactl/providers/lab"
 	"github.com/hactl/hactl/providers/local"
 )
 
 // providerFactories is the one place that lists the providers built into
-// this hactl, by type. The local provider boots nodes with a stable copy of
+// this hactl, by type. The local and lab providers boot nodes with a stable copy of
 // this binary (under go run the executable disappears when the CLI exits,
 // and nodes must outlive it).
 func providerFactories(g *globals, stateDir string) map[string]providers.Factory {
@@ -27,6 +28,7 @@ func providerFactories(g *globals, stateDir string) map[string]providers.Factory
 	}
 	return map[string]providers.Factory{
 		"local":        local.Factory(local.Config{StateDir: stateDir, Command: command, Logger: g.logger}),
+		"lab":          lab.Factory(lab.Config{StateDir: stateDir, Command: command, Logger: g.logger}),
 		"digitalocean": digitalocean.New,
 	}
 }

@@ -57,7 +57,8 @@ type nodeProvider struct {
 }
 
 // providerSecret renders secretProviders for the providers the roles use,
-// local ones excepted (a local node finds its provider from its directory).
+// local and lab ones excepted (such a node finds its provider from its
+// directory).
 // Settings are the provider block as this CLI evaluated it (its -var values
 // included); a token this CLI took from a file or the environment is copied
 // in, since the node has neither. It returns "" when there is nothing to
@@ -69,7 +70,7 @@ func (w *workspace) providerSecret() (string, error) {
 		if pb, ok := w.cfg.Providers[name]; ok {
 			typ, settings = pb.Type, ctyStrings(pb.Config)
 		}
-		if typ == "local" {
+		if typ == "local" || typ == "lab" {
 			continue
 		}
 		if typ == "digitalocean" && settings["token"] == "" {
@@ -184,7 +185,7 @@ func nodeProviders(cfg agent.Config, id agent.Identity, log *slog.Logger) (map[s
 	for _, n := range names {
 		np := f.Providers[n]
 		fac, ok := factories[np.Type]
-		if !ok || np.Type == "local" {
+		if !ok || np.Type == "local" || np.Type == "lab" {
 			return nil, "", fmt.Errorf("node %s: %s: provider %q: type %q cannot be built on a node", id.Name, path, n, np.Type)
 		}
 		p, err := fac(np.Settings)

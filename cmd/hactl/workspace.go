@@ -400,6 +400,12 @@ func (w *workspace) userData(sec *secrets, obs []plan.Observed) func(role string
 	}
 }
 
+// vipAllocator is a provider that hands out VIP addresses on its own
+// network (local: loopback, lab: the cluster's bridge).
+type vipAllocator interface {
+	AllocateVIP(cluster, name string) (string, error)
+}
+
 // agentVIPs lists the VIPs the control plane manages: each role's declared
 // address, or on the local provider the loopback address it allocates for
 // the role (plan.VIPName). A VIP without an address on another provider is
@@ -411,7 +417,7 @@ func (w *workspace) agentVIPs() ([]agent.VIPConfig, error) {
 			continue
 		}
 		addr := r.VIP.Address
-		if lp, ok := w.provs[r.Provider].(*local.Provider); ok && addr == "" {
+		if lp, ok := w.provs[r.Provider].(vipAllocator); ok && addr == "" {
 			a, err := lp.AllocateVIP(w.cfg.Cluster.Name, plan.VIPName(r))
 			if err != nil {
 				return nil, fmt.Errorf("VIP of role %s: %w", r.Name, err)

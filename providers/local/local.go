@@ -60,6 +60,25 @@ type Config struct {
 	// Logger receives warnings (half-written node directories) and debug
 	// events. Nil means slog.Default().
 	Logger *slog.Logger
+
+	// The fields below let another provider reuse this one with its own
+	// network (the lab provider: nodes in network namespaces). Zero values
+	// give the local provider.
+
+	// Type is the provider type recorded in meta-data.json ("" = "local").
+	Type string
+	// FirstOctet is the first octet of every node and VIP address
+	// (0 = 127, the loopback plan). The cluster's pair A.B and the last
+	// octets are allocated as for 127.A.B.C.
+	FirstOctet int
+	// PairTaken, when set, reports whether FirstOctet.A.B.0/24 is unusable
+	// (say, it overlaps a route of the host); allocation skips such pairs.
+	PairTaken func(a, b int) bool
+	// Prepare, when set, runs before a node process starts (Create and
+	// PowerOn, under the cluster lock) with the node directory, whose
+	// meta-data.json is complete; an error fails the start. It must be
+	// idempotent.
+	Prepare func(nodeDir string) error
 }
 
 // Provider manages local nodes. All methods are safe for concurrent use, also
@@ -68,6 +87,10 @@ type Provider struct {
 	dir     string
 	command func(nodeDir string) []string
 	log     *slog.Logger
+	typ     string
+	first   int
+	taken   func(a, b int) bool
+	prepare func(nodeDir string) error
 
 	mu   sync.Mutex
 	sems map[string]chan struct{} // lock path → in-process semaphore
@@ -90,10 +113,25 @@ func New(cfg Config) (*Provider, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
+	typ := cfg.Type
+	if typ == "" {
+		typ = "local"
+	}
+	first := cfg.FirstOctet
+	if first == 0 {
+		first = 127
+	}
+	if first < 1 || first > 223 {
+		return nil, fmt.Errorf("%s: first address octet %d out of range", typ, first)
+	}
 	return &Provider{
 		dir:     abs,
 		command: cfg.Command,
-		log:     lg.With("provider", "local"),
+		log:     lg.With("provider", typ),
+		typ:     typ,
+		first:   first,
+		taken:   cfg.PairTaken,
+		prepare: cfg.Prepare,
 		sems:    map[string]chan struct{}{},
 	}, nil
 }
@@ -324,15 +362,15 @@ func (p *Provider) makeNode(req providers.CreateRequest, id string, pair addrPai
 		return MetaData{}, err
 	}
 	name := req.Name()
-	c, err := pickNodeOctet(nf, used, name)
+	c, err := pickNodeOctet(nf, used, name, func(c int) string { return p.addr(nf.pair(), c) })
 	if err != nil {
 		return MetaData{}, fmt.Errorf("local: create %s/%s: %w", req.Cluster, id, err)
 	}
 	md := MetaData{
 		InstanceID:    id,
 		LocalHostname: name,
-		LocalIPv4:     pair.addr(c),
-		Provider:      "local",
+		LocalIPv4:     p.addr(pair, c),
+		Provider:      p.typ,
 		Region:        Region,
 		Cluster:       req.Cluster,
 		Role:          req.Role,

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -673,14 +674,14 @@ func TestProvider_Create_PairCollision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Address == want.addr(10) {
+	if m.Address == p.addr(want, 10) {
 		t.Fatalf("cluster %s took %s although cluster other holds 127.%d.%d", cl, m.Address, want.A, want.B)
 	}
 	nf, err := p.readNet(cl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := nf.pair().addr(10); got != m.Address {
+	if got := p.addr(nf.pair(), 10); got != m.Address {
 		t.Errorf("net.json pair gives %s, machine has %s", got, m.Address)
 	}
 	eventually(t, "health", func() error { return probe(t.Context(), m) })
@@ -891,7 +892,7 @@ func TestProvider_Create_SkipsBoundPair(t *testing.T) {
 	p := newTestProvider(t)
 	cl := uniqueCluster(t)
 	want := pairAt(hashPair(cl))
-	ln, err := net.Listen("tcp", want.addr(5)+":0")
+	ln, err := net.Listen("tcp", p.addr(want, 5)+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1088,5 +1089,70 @@ func TestProvider_EnsurePair_SameNameTwoStateDirs(t *testing.T) {
 	}
 	if got != pairAt(hashPair(cl)) {
 		t.Errorf("after the owner's cluster was removed, got 127.%d.%d, want the hashed pair 127.%d.%d back", got.A, got.B, pairAt(hashPair(cl)).A, pairAt(hashPair(cl)).B)
+	}
+}
+
+// The hooks another provider (lab) builds on: Type and FirstOctet shape
+// meta-data and addresses, Prepare runs before the start and its error
+// fails it, PairTaken steers allocation.
+func TestProvider_Create_ReuseHooks(t *testing.T) {
+	dir := t.TempDir()
+	t.Cleanup(func() { killUnder(t, dir) })
+	var prepared []string
+	fail := false
+	skipped := 0
+	p, err := New(Config{
+		StateDir:   dir,
+		Command:    func(string) []string { return []string{"sleep", "60"} },
+		Type:       "lab",
+		FirstOctet: 10,
+		PairTaken: func(a, b int) bool {
+			if skipped == 0 {
+				skipped++
+				return true
+			}
+			return false
+		},
+		Prepare: func(nodeDir string) error {
+			if _, err := ReadMetaData(nodeDir); err != nil {
+				t.Errorf("Prepare before meta-data is complete: %v", err)
+			}
+			prepared = append(prepared, filepath.Base(nodeDir))
+			if fail {
+				return errors.New("no network")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := uniqueCluster(t)
+	m, err := p.Create(t.Context(), req(cl, "web", 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pairAt((hashPair(cl) + 1) % pairSpace) // the hashed pair was "taken"
+	if m.Address != fmt.Sprintf("10.%d.%d.10", want.A, want.B) {
+		t.Errorf("address %s, want 10.%d.%d.10 (first octet 10, hashed pair skipped)", m.Address, want.A, want.B)
+	}
+	ndir, _ := p.NodeDir(m.ID)
+	md, err := ReadMetaData(ndir)
+	if err != nil || md.Provider != "lab" {
+		t.Errorf("meta-data provider %q (%v), want lab", md.Provider, err)
+	}
+	vip, err := p.AllocateVIP(cl, "www")
+	if err != nil || vip != fmt.Sprintf("10.%d.%d.200", want.A, want.B) {
+		t.Errorf("AllocateVIP = %s, %v", vip, err)
+	}
+	if err := p.AssignVIP(t.Context(), vip, m.ID); err != nil {
+		t.Errorf("AssignVIP(%s): %v", vip, err)
+	}
+	fail = true
+	if _, err := p.Create(t.Context(), req(cl, "web", 2, 1)); err == nil || !strings.Contains(err.Error(), "no network") {
+		t.Errorf("Create with a failing Prepare = %v, want its error", err)
+	}
+	if want := []string{"web-1.g1", "web-2.g1"}; !slices.Equal(prepared, want) {
+		t.Errorf("prepared %v, want %v", prepared, want)
 	}
 }

@@ -39,7 +39,10 @@ const (
 
 type addrPair struct{ A, B int }
 
-func (ap addrPair) addr(c int) string { return fmt.Sprintf("127.%d.%d.%d", ap.A, ap.B, c) }
+// addr is the address with last octet c in the pair's /24.
+func (p *Provider) addr(ap addrPair, c int) string {
+	return fmt.Sprintf("%d.%d.%d.%d", p.first, ap.A, ap.B, c)
+}
 
 // netFile is the content of <StateDir>/<cluster>/net.json.
 type netFile struct {
@@ -90,7 +93,7 @@ func (p *Provider) readNet(cluster string) (*netFile, error) {
 }
 
 func (p *Provider) writeNet(cluster string, nf *netFile) error {
-	nf.Prefix = fmt.Sprintf("127.%d.%d", nf.A, nf.B)
+	nf.Prefix = fmt.Sprintf("%d.%d.%d", p.first, nf.A, nf.B)
 	return writeJSON(p.netPath(cluster), nf)
 }
 
@@ -139,7 +142,7 @@ func (p *Provider) ensurePair(ctx context.Context, cluster string) (addrPair, er
 		if n == pairSpace {
 			return addrPair{}, fmt.Errorf("local: allocate addresses for %s: every 127.A.B pair is taken", cluster)
 		}
-		if ap := pairAt(i); !taken[ap] && claims.claim(ap, netPath) {
+		if ap := pairAt(i); !taken[ap] && (p.taken == nil || !p.taken(ap.A, ap.B)) && claims.claim(ap, netPath) {
 			break
 		}
 		i = (i + 1) % pairSpace
@@ -248,9 +251,8 @@ func pairsBound() map[addrPair]bool {
 // pickNodeOctet chooses a node's last octet: the one its name had before if
 // no existing node directory uses it, else the lowest one neither used nor
 // leased to another name, else the lowest one not used.
-func pickNodeOctet(nf *netFile, used map[string]bool, name string) (int, error) {
-	ap := nf.pair()
-	if c, ok := nf.Leases[name]; ok && c >= nodeFirst && c <= nodeLast && !used[ap.addr(c)] {
+func pickNodeOctet(nf *netFile, used map[string]bool, name string, addr func(c int) string) (int, error) {
+	if c, ok := nf.Leases[name]; ok && c >= nodeFirst && c <= nodeLast && !used[addr(c)] {
 		return c, nil
 	}
 	leased := map[int]bool{}
@@ -260,16 +262,16 @@ func pickNodeOctet(nf *netFile, used map[string]bool, name string) (int, error) 
 		}
 	}
 	for c := nodeFirst; c <= nodeLast; c++ {
-		if !used[ap.addr(c)] && !leased[c] {
+		if !used[addr(c)] && !leased[c] {
 			return c, nil
 		}
 	}
 	for c := nodeFirst; c <= nodeLast; c++ {
-		if !used[ap.addr(c)] {
+		if !used[addr(c)] {
 			return c, nil
 		}
 	}
-	return 0, fmt.Errorf("no free node address in 127.%d.%d.%d-%d", ap.A, ap.B, nodeFirst, nodeLast)
+	return 0, fmt.Errorf("no free node address in %s-%d", addr(nodeFirst), nodeLast)
 }
 
 // AllocateVIP returns the VIP address for name in cluster: 127.A.B.C with C
@@ -296,7 +298,7 @@ func (p *Provider) AllocateVIP(cluster, name string) (string, error) {
 		return "", err
 	}
 	if c, ok := nf.VIPs[name]; ok {
-		return nf.pair().addr(c), nil
+		return p.addr(nf.pair(), c), nil
 	}
 	taken := map[int]bool{}
 	for _, c := range nf.VIPs {
@@ -308,7 +310,7 @@ func (p *Provider) AllocateVIP(cluster, name string) (string, error) {
 			if err := p.writeNet(cluster, nf); err != nil {
 				return "", fmt.Errorf("local: allocate vip %s/%s: %w", cluster, name, err)
 			}
-			return nf.pair().addr(c), nil
+			return p.addr(nf.pair(), c), nil
 		}
 	}
 	return "", fmt.Errorf("local: allocate vip %s/%s: all %d VIP addresses are taken", cluster, name, vipLast-vipFirst+1)
@@ -331,8 +333,8 @@ func (p *Provider) vipRef(ctx context.Context, vip, cluster string, assign bool)
 		if a.Is4() {
 			o = a.As4()
 		}
-		if o[0] != 127 || o[3] < vipFirst || o[3] > vipLast {
-			return "", "", fmt.Errorf("local: vip %s: local VIPs are 127.A.B.%d-%d of the cluster's pair; omit the address to let the provider allocate one", vip, vipFirst, vipLast)
+		if int(o[0]) != p.first || o[3] < vipFirst || o[3] > vipLast {
+			return "", "", fmt.Errorf("%s: vip %s: %s VIPs are %d.A.B.%d-%d of the cluster's pair; omit the address to let the provider allocate one", p.typ, vip, p.typ, p.first, vipFirst, vipLast)
 		}
 		clusters, err := p.clusters()
 		if err != nil {
@@ -384,7 +386,7 @@ func (p *Provider) vipRef(ctx context.Context, vip, cluster string, assign bool)
 		if nf, err := p.readNet(c); err == nil {
 			if oc, ok := nf.VIPs[name]; ok {
 				found = append(found, c)
-				addrs = append(addrs, nf.pair().addr(oc))
+				addrs = append(addrs, p.addr(nf.pair(), oc))
 			}
 		}
 	}

@@ -176,6 +176,11 @@ func (p *Provider) ensureRunning(dir string) (int, error) {
 // the caller and can be killed as a group), stdin /dev/null, stdout and
 // stderr appended to agent.log, HACTL_NODE_DIR in its environment.
 func (p *Provider) start(dir string) (int, error) {
+	if p.prepare != nil {
+		if err := p.prepare(dir); err != nil {
+			return 0, fmt.Errorf("prepare node: %w", err)
+		}
+	}
 	argv := p.command(dir)
 	if len(argv) == 0 || argv[0] == "" {
 		return 0, errors.New("node command is empty")
