@@ -574,7 +574,7 @@ func (p *planner) quorum(roles []*lang.Role) Quorum {
 
 // configWarnings warns about designs that are fragile.
 func (p *planner) configWarnings(roles []*lang.Role, q Quorum) {
-	allLocal, declared, total := true, 0, 0
+	allLocal, anyLab, declared, total := true, false, 0, 0
 	for _, r := range roles {
 		if r.Count < 1 {
 			continue
@@ -582,7 +582,11 @@ func (p *planner) configWarnings(roles []*lang.Role, q Quorum) {
 		declared++
 		total += r.Count
 		method := FencingMethod(r)
-		if p.providerType(r.Provider) != "local" {
+		switch p.providerType(r.Provider) {
+		case "local":
+		case "lab":
+			anyLab = true
+		default:
 			allLocal = false
 		}
 		if len(r.Data) > 0 && method == FenceNone {
@@ -607,7 +611,11 @@ func (p *planner) configWarnings(roles []*lang.Role, q Quorum) {
 		}
 	}
 	if declared > 0 && allLocal {
-		p.warn("", "every role runs on the local provider: one machine is one failure domain")
+		if anyLab {
+			p.warn("", "every role runs on this machine (local and lab providers): one machine is one failure domain")
+		} else {
+			p.warn("", "every role runs on the local provider: one machine is one failure domain")
+		}
 	}
 	switch {
 	case q.Voters == 2:
