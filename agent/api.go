@@ -24,6 +24,12 @@ import (
 //	POST /v1/apply    on the leader: converge to {"revision"} and stream the
 //	                  reconciler's progress as ApplyEvent lines (NDJSON);
 //	                  421 NotLeader elsewhere, 501 without a reconciler
+//	GET  /v1/chaos    the chaos schedule, kill switch and runs in the log
+//	                  (cluster.ChaosState), from any node
+//	POST /v1/chaos/schedule, DELETE /v1/chaos/schedule,
+//	POST /v1/chaos/pause, POST /v1/chaos/resume
+//	                  on the leader: change them in the log (chaos.go);
+//	                  421 NotLeader elsewhere
 //	GET  /metrics     Prometheus metrics
 //
 // The API is unauthenticated and must only listen on the node's private
@@ -85,6 +91,11 @@ func (a *Agent) Handler() http.Handler {
 		writeJSON(w, map[string]any{"events": NewClusterEvents(a.opts.Control.Events())})
 	})
 	mux.HandleFunc("POST /v1/apply", a.serveApply)
+	mux.HandleFunc("GET /v1/chaos", a.serveChaos)
+	mux.HandleFunc("POST /v1/chaos/schedule", a.serveChaosSchedule)
+	mux.HandleFunc("DELETE /v1/chaos/schedule", a.serveChaosUnschedule)
+	mux.HandleFunc("POST /v1/chaos/pause", a.serveChaosPause(true))
+	mux.HandleFunc("POST /v1/chaos/resume", a.serveChaosPause(false))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.met.reg, promhttp.HandlerOpts{}))
 	return mux
 }

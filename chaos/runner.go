@@ -24,6 +24,10 @@ type Options struct {
 	Interval    time.Duration
 	Roles       []string
 	BlastRadius int
+	// Exclude names nodes that are never victims: the node hosting the run
+	// (a scheduled run on the leader). Stage 2 keeps Exclude[0] as its
+	// survivor when it exists.
+	Exclude []string
 	// Leashed only reports which victims it would have chosen.
 	Leashed bool
 	// PauseFor is how long pause faults hold the process stopped (0 = 10 s).
@@ -186,7 +190,7 @@ func (r *Runner) selectRound(ctx context.Context, n int, first bool) (Selection,
 		if err != nil {
 			return Selection{}, err
 		}
-		sel, err := Select(RoundRand(r.Options.Seed, n), r.Spec, snap, SelectOptions{Stage: r.Options.Stage, Roles: r.Options.Roles, BlastRadius: r.Options.BlastRadius})
+		sel, err := Select(RoundRand(r.Options.Seed, n), r.Spec, snap, SelectOptions{Stage: r.Options.Stage, Roles: r.Options.Roles, BlastRadius: r.Options.BlastRadius, Exclude: r.Options.Exclude})
 		if err == nil {
 			return sel, nil
 		}

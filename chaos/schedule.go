@@ -105,6 +105,11 @@ type HistoryEntry struct {
 	Skipped string `json:"skipped,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Report  string `json:"report,omitempty"` // directory of report.json and report.html
+	// State and Leader are set for runs the cluster's leader hosted (the
+	// cluster log's record): running, done, skipped or interrupted, and the
+	// leader's server id. Empty for runs of this machine's history file.
+	State  string `json:"state,omitempty"`
+	Leader string `json:"leader,omitempty"`
 }
 
 type historyFile struct {

@@ -38,6 +38,9 @@ type SelectOptions struct {
 	// BlastRadius is the most victims in one round (0 = the stage's own:
 	// 1 for stage 1, unlimited for stage 2).
 	BlastRadius int
+	// Exclude names nodes never drawn as victims (the node hosting the
+	// run); stage 2 keeps Exclude[0] as its survivor when it exists.
+	Exclude []string
 }
 
 // NewRand returns the generator a run draws victims from: math/rand/v2's
@@ -77,7 +80,7 @@ func Select(r *rand.Rand, spec Spec, snap Snapshot, o SelectOptions) (Selection,
 		var cands []Node
 		var why []string
 		for _, n := range nodes {
-			if !optedIn(o.Roles, n.Role) {
+			if !optedIn(o.Roles, n.Role) || slices.Contains(o.Exclude, n.Name) {
 				continue
 			}
 			if err := checkLoss(spec, snap, []Node{n}); err != nil {
@@ -98,10 +101,15 @@ func Select(r *rand.Rand, spec Spec, snap Snapshot, o SelectOptions) (Selection,
 			return Selection{}, fmt.Errorf("stage 2 needs at least 2 nodes, the cluster has %d", len(nodes))
 		}
 		survivor := nodes[r.IntN(len(nodes))]
+		for _, n := range nodes {
+			if len(o.Exclude) > 0 && n.Name == o.Exclude[0] {
+				survivor = n
+			}
+		}
 		sel := Selection{Survivor: survivor.Name,
 			Intent: "stage 2: destroy all but " + survivor.Name + " at once, breaking quorum and every role's tolerance on purpose"}
 		for _, n := range nodes {
-			if n.Name != survivor.Name && optedIn(o.Roles, n.Role) {
+			if n.Name != survivor.Name && optedIn(o.Roles, n.Role) && !slices.Contains(o.Exclude, n.Name) {
 				sel.Victims = append(sel.Victims, n)
 			}
 		}

@@ -3,6 +3,7 @@ package chaos
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -186,5 +187,30 @@ func TestCheckOutage_Table(t *testing.T) {
 				t.Errorf("CheckOutage = %v, want %q", err, tt.err)
 			}
 		})
+	}
+}
+
+// TestSelect_Exclude_HostNeverDrawn: the node hosting a scheduled run is
+// never a stage 1 victim, and is stage 2's survivor.
+func TestSelect_Exclude_HostNeverDrawn(t *testing.T) {
+	spec := blogSpec()
+	snap := healthySnap(spec)
+	for n := 1; n <= 50; n++ {
+		sel, err := Select(RoundRand(7, n), spec, snap, SelectOptions{Stage: 1, Exclude: []string{"web-2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sel.Victims[0].Name == "web-2" {
+			t.Fatalf("round %d drew the excluded web-2", n)
+		}
+	}
+	for seed := uint64(1); seed <= 10; seed++ {
+		sel, err := Select(RoundRand(seed, 1), spec, snap, SelectOptions{Stage: 2, Exclude: []string{"web-2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sel.Survivor != "web-2" || len(sel.Victims) != len(snap.Nodes)-1 || slices.Contains(sel.Names(), "web-2") {
+			t.Fatalf("seed %d: survivor %s, victims %v; want web-2 to survive and every other node broken", seed, sel.Survivor, sel.Names())
+		}
 	}
 }

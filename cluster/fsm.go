@@ -87,6 +87,7 @@ type State struct {
 	VIPs      map[string]VIPOwner    // by VIP
 	Primaries map[string]string      // data name → node name
 	History   []Event
+	Chaos     ChaosState // schedule, kill switch and runs (chaos.go)
 }
 
 func (s *State) clone() State {
@@ -96,6 +97,7 @@ func (s *State) clone() State {
 		VIPs:      maps.Clone(s.VIPs),
 		Primaries: maps.Clone(s.Primaries),
 		History:   slices.Clone(s.History),
+		Chaos:     s.Chaos.clone(),
 	}
 	for k, r := range s.Rebuilds {
 		r.Steps = slices.Clone(r.Steps)
@@ -121,6 +123,7 @@ type command struct {
 	Node    string       `json:"node,omitempty"`
 	Message string       `json:"msg,omitempty"`
 	Kind    string       `json:"kind,omitempty"`
+	Chaos   *chaosCmd    `json:"chaos,omitempty"`
 }
 
 const (
@@ -133,6 +136,10 @@ const (
 	// owner so that followers learn at once that the owner committed,
 	// instead of at the next idle AppendEntries (CommitTimeout).
 	opCommit = "commit"
+	// The chaos schedule, kill switch and run records (chaos.go).
+	opChaosSchedule = "chaos-schedule"
+	opChaosPause    = "chaos-pause"
+	opChaosRun      = "chaos-run"
 )
 
 // fsm applies commands to State. Reads take a copy under the lock.
@@ -198,6 +205,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 		ev.Message = fmt.Sprintf("data %s primary is %s", c.Data, c.Node)
 	case opEvent:
 		ev.Kind, ev.Message = c.Kind, c.Message
+	case opChaosSchedule, opChaosPause, opChaosRun:
+		msg, err := applyChaos(&f.st, c.Op, c.Chaos, c.Time)
+		if err != nil {
+			return fmt.Errorf("log entry %d: %w", l.Index, err)
+		}
+		ev.Kind, ev.Message = "chaos", msg
 	case opCommit:
 		return nil // not history
 	default:

@@ -450,7 +450,7 @@ func (n *Node) noQuorumTick(ctx context.Context, r *raft.Raft, now time.Time) {
 	n.mu.Lock()
 	since, last, had := n.noQuorum, n.lastLone, n.hadQuor
 	n.mu.Unlock()
-	if !had || !n.cfg.Voter || n.cfg.LoneSurvivorAfter <= 0 || now.Sub(since) < n.cfg.LoneSurvivorAfter || now.Sub(last) < n.cfg.LoneSurvivorAfter {
+	if !had || n.cfg.LoneSurvivorAfter <= 0 || now.Sub(since) < n.cfg.LoneSurvivorAfter || now.Sub(last) < n.cfg.LoneSurvivorAfter {
 		return
 	}
 	n.mu.Lock()
@@ -462,7 +462,10 @@ func (n *Node) noQuorumTick(ctx context.Context, r *raft.Raft, now time.Time) {
 }
 
 // loneSurvivor resets the voter set to this node when the provider confirms
-// every other voter is powered off or gone. Gossip silence is not proof.
+// every other voter is powered off or gone. Gossip silence is not proof. A
+// non-voter (it applies the log too) may do so only when the provider lists
+// no other machine of the cluster that is not off: it is then the one
+// survivor, and no other node can be resetting the voter set as well.
 func (n *Node) loneSurvivor(ctx context.Context, r *raft.Raft) error {
 	vs, err := voters(r)
 	if err != nil {
@@ -499,6 +502,22 @@ func (n *Node) loneSurvivor(ctx context.Context, r *raft.Raft) error {
 		default:
 			return fmt.Errorf("refusing lone-survivor recovery: voter %s is %s according to the provider (%s)", s.ID, mc.State, mc.ID)
 		}
+	}
+	if !n.cfg.Voter {
+		ms, err := n.cfg.Provider.List(ctx, n.cfg.Cluster)
+		if err != nil {
+			return fmt.Errorf("refusing lone-survivor recovery: list machines of cluster %s: %w", n.cfg.Cluster, err)
+		}
+		for _, m := range ms {
+			nm := m.Name
+			if nm == "" {
+				nm = providers.NodeName(m.Role, m.Slot)
+			}
+			if (nm != n.cfg.Name || m.Generation != n.cfg.Generation) && m.State != providers.PowerOff {
+				return fmt.Errorf("refusing lone-survivor recovery as a non-voter: %s generation %d is %s according to the provider", nm, m.Generation, m.State)
+			}
+		}
+		proof = append(proof, "no other machine of the cluster is running")
 	}
 	n.note("lone-survivor", fmt.Sprintf("resetting voters to %s; proof: %v", self, proof))
 	if err := r.Shutdown().Error(); err != nil {

@@ -61,7 +61,9 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft, st State, members ma
 			// Recorded by an earlier leader (or before a crash): resume it.
 			n.startRebuild(ctx, r, rb)
 		}
-		inflight++
+		if cutsOff(rb) {
+			inflight++
+		}
 	}
 	in, err := n.observe(ctx, members, st, now)
 	if err != nil {
@@ -102,10 +104,6 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft, st State, members ma
 		if had && prev.State == RebuildFailed && now.Sub(prev.Updated) < n.backoff(prev.Attempts) {
 			continue
 		}
-		if inflight >= max(n.cfg.MaxConcurrentRebuilds, 1) {
-			n.log.Debug("reconcile: rebuild budget exhausted", "slot", name)
-			continue
-		}
 		ss := bySlot[name]
 		rb := Rebuild{Name: name, Role: ss[0].Role, Slot: ss[0].Slot, Started: now, Updated: now, State: RebuildPlanned, By: n.cfg.Name}
 		if had {
@@ -121,12 +119,33 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft, st State, members ma
 				rb.Generation = max(rb.Generation, s.Generation)
 			}
 		}
+		if cutsOff(rb) {
+			if inflight >= max(n.cfg.MaxConcurrentRebuilds, 1) {
+				n.log.Debug("reconcile: rebuild budget exhausted", "slot", name)
+				continue
+			}
+			inflight++
+		}
 		if err := n.applyRebuild(r, rb); err != nil {
 			continue // not recorded: not executed
 		}
-		inflight++
 		n.startRebuild(ctx, r, rb)
 	}
+}
+
+// cutsOff reports whether a rebuild fences, destroys or replaces a machine.
+// Only those count against MaxConcurrentRebuilds: the budget stops a storm
+// of rebuilds set off by false death reports from cutting off live nodes,
+// and creating a slot for which the provider lists no machine at all cuts
+// nothing off. So a lone survivor (stage 2) recreates every lost slot at
+// once instead of one per MinUptime.
+func cutsOff(rb Rebuild) bool {
+	for _, s := range rb.Steps {
+		if s.Step.Action != plan.ActionCreate && s.Step.Action != plan.ActionRestore {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) busy(key string) bool {

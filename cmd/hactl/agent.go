@@ -190,6 +190,7 @@ type control struct {
 	vips  *vipKeeper // keeps the provider's VIP holder in line with the log (non-local providers)
 	agent *agent.Agent
 	log   *slog.Logger
+	chaos *agent.ChaosHost // runs the chaos schedule in the log while this node leads
 }
 
 // nodeDirProvider is the provider of a node that runs from a node directory:
@@ -275,6 +276,7 @@ func newControl(cfg agent.Config, id agent.Identity, log *slog.Logger) (*control
 		c.fwd.Close()
 		return nil, err
 	}
+	c.chaos = c.chaosHost(id)
 	return c, nil
 }
 
@@ -307,7 +309,11 @@ func (c *control) run(ctx context.Context, a *agent.Agent) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		c.chaos.Serve(ctx)
+	}()
 	if c.vips != nil {
 		wg.Add(1)
 		go func() {

@@ -7,13 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/hactl/hactl/agent"
 	"github.com/hactl/hactl/chaos"
+	"github.com/hactl/hactl/cluster"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -74,7 +78,7 @@ each fault and reads them back after recovery, and judges detection and
 recovery time, availability and lost data against the objectives in the HCL
 (rto, rpo, availability). It exits 1 when an objective is missed.`,
 	}
-	cmd.AddCommand(newChaosRunCmd(g), newChaosScheduleCmd(g), newChaosHistoryCmd(g), newChaosPauseCmd(g, true), newChaosPauseCmd(g, false))
+	cmd.AddCommand(newChaosRunCmd(g), newChaosScheduleCmd(g), newChaosUnscheduleCmd(g), newChaosHistoryCmd(g), newChaosPauseCmd(g, true), newChaosPauseCmd(g, false))
 	return cmd
 }
 
@@ -120,16 +124,23 @@ func newChaosRunCmd(g *globals) *cobra.Command {
 
 func newChaosScheduleCmd(g *globals) *cobra.Command {
 	var f chaosFlags
-	var crontab bool
+	var crontab, foreground bool
 	cmd := &cobra.Command{
 		Use:   `schedule "CRON" [DIR]`,
-		Short: "Run chaos on a cron schedule (in the foreground), or print the crontab line",
+		Short: "Store a chaos schedule in the cluster log (the leader runs it), run it in the foreground, or print the crontab line",
 		Long: `Schedule validates CRON (robfig/cron syntax: five fields such as "0 3 * * *",
-or @daily, @every 6h) and runs chaos at each time in the foreground until
-interrupted, skipping runs while "hactl chaos pause" is in force. Every run,
-skipped or not, is recorded in <state>/<cluster>/chaos/history.json
-("hactl chaos history"). With --print-crontab it prints the equivalent crontab
-line instead. Each run draws a new random seed unless --seed is given.`,
+or @daily, @every 6h) and stores it with the run's flags in the cluster log,
+through the leader's agent API: whichever node leads runs chaos at each time
+(never drawing itself as a victim), so the schedule survives the loss of any
+node. Each run is recorded in the log (running, then its outcome; a run whose
+leader died is recorded as interrupted by the next leader) and shown by
+"hactl chaos history" from any node. "hactl chaos pause" stops all chaos at
+once. A new schedule replaces the old one; "hactl chaos unschedule" removes it.
+
+With --foreground the schedule runs in this process instead, until
+interrupted, recording runs in <state>/<cluster>/chaos/history.json; with
+--print-crontab it prints the equivalent crontab line. Each run draws a new
+random seed unless --seed is given.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec := args[0]
@@ -149,6 +160,32 @@ line instead. Each run draws a new random seed unless --seed is given.`,
 				return err
 			}
 			fixedSeed := cmd.Flags().Changed("seed")
+			if !foreground {
+				o := f.scheduled(fixedSeed)
+				if err := o.check(); err != nil {
+					return err
+				}
+				opts, _ := json.Marshal(o)
+				obs, err := w.observe(cmd.Context())
+				if err != nil {
+					return err
+				}
+				st, leader, err := chaosToLeader(cmd.Context(), obs, http.MethodPost, "/v1/chaos/schedule", agent.ChaosScheduleRequest{Spec: spec, Options: opts})
+				if errors.Is(err, errNoChaosLeader) {
+					return fmt.Errorf("chaos schedule: cluster %s: %w to store it; --foreground runs it in this process instead", w.cfg.Cluster.Name, err)
+				}
+				if err != nil {
+					return fmt.Errorf("chaos schedule: %w", err)
+				}
+				if g.jsonOut {
+					return printJSON(g, st)
+				}
+				fmt.Fprintf(g.stdout, "chaos schedule %q stored in the log of cluster %s; its leader (now %s) runs it\n", spec, w.cfg.Cluster.Name, leader)
+				if st.Paused {
+					fmt.Fprintf(g.stdout, "note: chaos is PAUSED (%s): runs are skipped until \"hactl chaos resume\"\n", st.PauseReason)
+				}
+				return nil
+			}
 			s := &chaos.Scheduler{Spec: spec, Dir: w.chaosDir(), Logger: g.logger,
 				Chaos: func(ctx context.Context, at time.Time) (*chaos.Report, string, error) {
 					rf := f
@@ -161,21 +198,61 @@ line instead. Each run draws a new random seed unless --seed is given.`,
 					}
 					return rep, dir, err
 				}}
-			fmt.Fprintf(g.stderr, "chaos: running %q for cluster %s until interrupted\n", spec, w.cfg.Cluster.Name)
+			fmt.Fprintf(g.stderr, "chaos: running %q for cluster %s in the foreground until interrupted\n", spec, w.cfg.Cluster.Name)
 			return s.Run(cmd.Context())
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&crontab, "print-crontab", false, "print the equivalent crontab line and exit")
+	cmd.Flags().BoolVar(&foreground, "foreground", false, "run the schedule in this process instead of storing it in the cluster log")
 	return cmd
+}
+
+func newChaosUnscheduleCmd(g *globals) *cobra.Command {
+	var pf planFlags
+	cmd := &cobra.Command{
+		Use:   "unschedule [DIR]",
+		Short: "Remove the chaos schedule from the cluster log",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w, err := pf.workspace(g, dirArg(args))
+			if err != nil {
+				return err
+			}
+			obs, err := w.observe(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if _, _, err := chaosToLeader(cmd.Context(), obs, http.MethodDelete, "/v1/chaos/schedule", nil); err != nil {
+				return fmt.Errorf("chaos unschedule: cluster %s: %w", w.cfg.Cluster.Name, err)
+			}
+			fmt.Fprintf(g.stdout, "chaos schedule removed from the log of cluster %s\n", w.cfg.Cluster.Name)
+			return nil
+		},
+	}
+	pf.register(cmd)
+	return cmd
+}
+
+func printJSON(g *globals, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout, string(b))
+	return nil
 }
 
 func newChaosHistoryCmd(g *globals) *cobra.Command {
 	var pf planFlags
 	cmd := &cobra.Command{
 		Use:   "history [DIR]",
-		Short: "Show the chaos runs recorded for the cluster",
-		Args:  cobra.MaximumNArgs(1),
+		Short: "Show the chaos runs recorded for the cluster (in its log and on this machine)",
+		Long: `History shows the runs the cluster's leaders recorded in the log (scheduled
+runs: running, done, skipped while paused, or interrupted when their leader
+died), read from any node that answers, merged with the runs this machine
+recorded in <state>/<cluster>/chaos/history.json (manual and foreground runs).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := pf.workspace(g, dirArg(args))
 			if err != nil {
@@ -185,26 +262,54 @@ func newChaosHistoryCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.jsonOut {
-				b, err := json.MarshalIndent(map[string]any{"runs": h}, "", "  ")
-				if err != nil {
-					return err
+			var cl *cluster.ChaosState
+			from := ""
+			if obs, err := w.observe(cmd.Context()); err == nil {
+				cl, from = chaosFromCluster(cmd.Context(), obs)
+			}
+			if cl != nil {
+				for _, r := range cl.Runs {
+					h = append(h, chaos.HistoryEntry{Started: r.Started, Finished: r.Finished, Schedule: r.Schedule, Stage: r.Stage, Seed: r.Seed,
+						Rounds: r.Rounds, Pass: r.Pass, Skipped: r.Skipped, Error: r.Error, Report: r.Report, State: r.State, Leader: r.Leader})
 				}
-				fmt.Fprintln(g.stdout, string(b))
-				return nil
+				slices.SortStableFunc(h, func(a, b chaos.HistoryEntry) int { return a.Started.Compare(b.Started) })
+			}
+			if g.jsonOut {
+				out := map[string]any{"runs": h}
+				if cl != nil {
+					out["cluster"] = map[string]any{"from": from, "schedule": cl.Schedule, "paused": cl.Paused, "pause_reason": cl.PauseReason}
+				}
+				return printJSON(g, out)
 			}
 			if p, why := w.chaosDir().Paused(); p {
-				fmt.Fprintf(g.stdout, "chaos is PAUSED (%s)\n\n", why)
+				fmt.Fprintf(g.stdout, "chaos is PAUSED on this machine (%s)\n", why)
+			}
+			if cl != nil {
+				if cl.Paused {
+					fmt.Fprintf(g.stdout, "chaos is PAUSED in the cluster log since %s", cl.PausedAt.Local().Format(time.DateTime))
+					if cl.PauseReason != "" {
+						fmt.Fprintf(g.stdout, ": %s", cl.PauseReason)
+					}
+					fmt.Fprintln(g.stdout)
+				}
+				if cl.Schedule != nil {
+					fmt.Fprintf(g.stdout, "schedule in the cluster log: %q (set %s)\n", cl.Schedule.Spec, cl.Schedule.Set.Local().Format(time.DateTime))
+				}
 			}
 			if len(h) == 0 {
 				fmt.Fprintln(g.stdout, "no chaos runs recorded")
 				return nil
 			}
+			fmt.Fprintln(g.stdout)
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "STARTED\tSCHEDULE\tSTAGE\tSEED\tROUNDS\tRESULT\tREPORT")
+			fmt.Fprintln(tw, "STARTED\tSCHEDULE\tWHERE\tSTAGE\tSEED\tROUNDS\tRESULT\tREPORT")
 			for _, e := range h {
 				res := "pass"
 				switch {
+				case e.State == cluster.ChaosRunning:
+					res = "running"
+				case e.State == cluster.ChaosInterrupted:
+					res = "INTERRUPTED: " + e.Error
 				case e.Skipped != "":
 					res = "skipped: " + e.Skipped
 				case e.Error != "":
@@ -212,8 +317,12 @@ func newChaosHistoryCmd(g *globals) *cobra.Command {
 				case !e.Pass:
 					res = "FAIL"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", e.Started.Local().Format(time.DateTime), cmpOrStr(e.Schedule, "manual"),
-					e.Stage, e.Seed, e.Rounds, res, e.Report)
+				where := "this machine"
+				if e.Leader != "" {
+					where = "leader " + e.Leader
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", e.Started.Local().Format(time.DateTime), cmpOrStr(e.Schedule, "manual"),
+					where, e.Stage, e.Seed, e.Rounds, res, e.Report)
 			}
 			return tw.Flush()
 		},
@@ -239,17 +348,38 @@ func newChaosPauseCmd(g *globals, pause bool) *cobra.Command {
 				return err
 			}
 			d := w.chaosDir()
+			// This machine's switch (manual and foreground runs) first: it
+			// cannot fail for want of a leader.
 			if pause {
 				if err := d.Pause(reason); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "chaos paused for cluster %s: running rounds stop before the next one, scheduled runs are skipped\n", w.cfg.Cluster.Name)
-				return nil
-			}
-			if err := d.Resume(); err != nil {
+			} else if err := d.Resume(); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "chaos resumed for cluster %s\n", w.cfg.Cluster.Name)
+			// Then the cluster log's (runs its leader hosts).
+			path, body := "/v1/chaos/resume", any(nil)
+			if pause {
+				path, body = "/v1/chaos/pause", agent.ChaosPauseRequest{Reason: reason}
+			}
+			var logErr error
+			if obs, err := w.observe(cmd.Context()); err != nil {
+				logErr = err
+			} else if _, cs := controlStatus(cmd.Context(), obs); cs != nil {
+				_, _, logErr = chaosToLeader(cmd.Context(), obs, http.MethodPost, path, body)
+			}
+			verb := "resumed"
+			if pause {
+				verb = "paused"
+			}
+			if logErr != nil {
+				return fmt.Errorf("chaos %s on this machine, but not in the log of cluster %s: %w", verb, w.cfg.Cluster.Name, logErr)
+			}
+			if pause {
+				fmt.Fprintf(g.stdout, "chaos paused for cluster %s: running rounds stop before the next one, scheduled runs are skipped\n", w.cfg.Cluster.Name)
+			} else {
+				fmt.Fprintf(g.stdout, "chaos resumed for cluster %s\n", w.cfg.Cluster.Name)
+			}
 			return nil
 		},
 	}
@@ -261,6 +391,28 @@ func newChaosPauseCmd(g *globals, pause bool) *cobra.Command {
 }
 
 func (w *workspace) chaosDir() chaos.Dir { return chaos.Dir(filepath.Join(w.clusterDir(), "chaos")) }
+
+// chaosPaused is the kill switch of a run in this process: this machine's
+// switch file, else the cluster log's switch (read from any node).
+func (w *workspace) chaosPaused(ctx context.Context) func() (bool, string) {
+	return func() (bool, string) {
+		if p, why := w.chaosDir().Paused(); p {
+			return p, why
+		}
+		obs, err := w.observe(ctx)
+		if err != nil {
+			return false, ""
+		}
+		if cl, _ := chaosFromCluster(ctx, obs); cl != nil && cl.Paused {
+			why := "paused in the cluster log at " + cl.PausedAt.UTC().Format(time.RFC3339)
+			if cl.PauseReason != "" {
+				why += ": " + cl.PauseReason
+			}
+			return true, why
+		}
+		return false, ""
+	}
+}
 
 // chaosRun runs chaos once with f, writes the report files and records the
 // run in the history. The report is nil only when nothing ran.
@@ -308,7 +460,7 @@ func (w *workspace) chaosRun(ctx context.Context, f *chaosFlags, schedule string
 		Spec:     spec,
 		Cluster:  &chaos.ProviderCluster{Name: spec.Cluster, Providers: w.provs, ProviderTypes: types},
 		Injector: &chaos.Injector{Providers: w.provs, Service: f.service},
-		Probes:   probes, Markers: markers, Logger: w.g.logger, Paused: d.Paused,
+		Probes:   probes, Markers: markers, Logger: w.g.logger, Paused: w.chaosPaused(ctx),
 		Options: chaos.Options{Stage: f.stage, Rounds: f.rounds, Fault: kind, Seed: f.seed, Interval: f.interval,
 			Roles: f.roles, BlastRadius: f.blastRadius, Leashed: f.leashed, PauseFor: f.pauseFor, Poll: f.poll,
 			RoundTimeout: f.roundTimeout, ProbeInterval: f.probeEvery, ProbeTimeout: f.probeTimeout, Baseline: f.baseline},

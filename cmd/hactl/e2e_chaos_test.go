@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,5 +136,156 @@ func TestE2E_Blog_ChaosStage1_ObjectivesHold(t *testing.T) {
 	}
 	if d := os.Getenv("HACTL_CHAOS_SCREENSHOT"); d != "" {
 		_ = os.WriteFile(d, got.Screenshot, 0o644)
+	}
+}
+
+// chaosHistory reads `hactl chaos history -json`.
+func (e *e2e) chaosHistory() ([]chaos.HistoryEntry, bool) {
+	e.t.Helper()
+	out, code := e.run("chaos", "history", e.config, "-json")
+	var h struct {
+		Runs    []chaos.HistoryEntry `json:"runs"`
+		Cluster *struct {
+			Paused bool `json:"paused"`
+		} `json:"cluster"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &h) != nil {
+		return nil, false
+	}
+	return h.Runs, h.Cluster != nil && h.Cluster.Paused
+}
+
+// TestE2E_Blog_ChaosSchedule_UnderLeader: `hactl chaos schedule` stores
+// an "@every 5s" stage 1 schedule in the cluster log and the leader runs
+// it (each run with a 30 s baseline before its first fault, so a run is in
+// flight for a while). Killing the leader mid-run: the next leader records
+// that run as interrupted and runs the schedule itself. `hactl chaos pause`
+// ends the run in flight before its first round (stopped by the kill switch,
+// or interrupted when leadership moves again, e.g. a leader that holds the
+// VIP hands leadership away) and every later run is recorded as skipped; no
+// node was broken by chaos. History shows it all. Resumed, a one-round
+// schedule destroys one node for real under the leader and records it done
+// with its report on the leader's node.
+func TestE2E_Blog_ChaosSchedule_UnderLeader(t *testing.T) {
+	e := newE2E(t, "blog")
+	e.mustRun("apply", "-auto-approve", e.config)
+	t.Cleanup(e.logEvents)
+	_, rep := e.controlReady()
+	gens := map[string]int{}
+	for _, n := range rep.Nodes {
+		gens[n.Name] = n.Generation
+	}
+
+	e.mustRun("chaos", "schedule", "@every 5s", e.config, "--stage", "1", "--seed", "7", "--baseline", "30s", "--round-timeout", "90s")
+	t.Cleanup(func() { e.run("chaos", "unschedule", e.config) })
+
+	var first chaos.HistoryEntry
+	waitFor(t, 60*time.Second, "a scheduled run in flight under the leader", func() (bool, string) {
+		h, _ := e.chaosHistory()
+		for _, r := range h {
+			if r.State == "running" && r.Leader != "" {
+				first = r
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d runs", len(h))
+	})
+	leaderName, _, _ := strings.Cut(first.Leader, "@")
+	t.Logf("run %s in flight under %s", first.Started.Format(time.RFC3339Nano), first.Leader)
+	var machine string
+	for _, n := range e.status().Nodes {
+		if n.Name == leaderName {
+			machine = n.Machine
+		}
+	}
+	if machine == "" {
+		t.Fatalf("leader %s has no machine", first.Leader)
+	}
+	e.killNode(machine)
+
+	var interrupted, second chaos.HistoryEntry
+	waitFor(t, 90*time.Second, "the killed leader's run recorded as interrupted and a run under the new leader", func() (bool, string) {
+		h, _ := e.chaosHistory()
+		interrupted, second = chaos.HistoryEntry{}, chaos.HistoryEntry{}
+		for _, r := range h {
+			if r.Started.Equal(first.Started) && r.State == "interrupted" {
+				interrupted = r
+			}
+			if r.Leader != "" && r.Leader != first.Leader && r.State == "running" {
+				second = r
+			}
+		}
+		return interrupted.State != "" && second.State != "", fmt.Sprintf("interrupted %v, new leader's run %v", interrupted.State != "", second.Leader)
+	})
+	t.Logf("interrupted: %s; new leader %s runs %s", interrupted.Error, second.Leader, second.Started.Format(time.RFC3339Nano))
+
+	e.mustRun("chaos", "pause", e.config, "--reason", "e2e kill switch")
+	waitFor(t, 90*time.Second, "the run in flight ended without a round, later runs skipped", func() (bool, string) {
+		h, paused := e.chaosHistory()
+		stopped, skipped := false, 0
+		for _, r := range h {
+			if r.Started.Equal(second.Started) && (r.State == "done" && strings.HasPrefix(r.Skipped, "kill switch") || r.State == "interrupted") {
+				stopped = true
+			}
+			if r.State == "skipped" && strings.Contains(r.Skipped, "e2e kill switch") {
+				skipped++
+			}
+		}
+		return paused && stopped && skipped >= 1, fmt.Sprintf("paused %v, stopped %v, %d skipped", paused, stopped, skipped)
+	})
+	h, _ := e.chaosHistory()
+	for _, r := range h {
+		t.Logf("history: %s %s %s rounds=%d skipped=%q error=%q", r.Started.Format("15:04:05.000"), r.Leader, r.State, r.Rounds, r.Skipped, r.Error)
+		if r.Leader != "" && r.Rounds > 0 {
+			t.Errorf("scheduled run %s broke something (%d rounds) although every run was interrupted or stopped before its first fault", r.Started, r.Rounds)
+		}
+	}
+	out := e.mustRun("chaos", "history", e.config)
+	if !strings.Contains(out, "PAUSED in the cluster log") || !strings.Contains(out, "INTERRUPTED") || !strings.Contains(out, "leader "+second.Leader) {
+		t.Errorf("chaos history does not show the pause, the interrupted run and the new leader:\n%s", out)
+	}
+	for _, n := range e.status().Nodes {
+		if n.Name != leaderName && n.Generation != gens[n.Name] {
+			t.Errorf("%s is generation %d, was %d: chaos broke a node", n.Name, n.Generation, gens[n.Name])
+		}
+	}
+	e.mustRun("chaos", "resume", e.config)
+
+	// Resumed, a new schedule replaces the old one and the leader breaks a
+	// node for real: one stage 1 round, destroy, recorded done by the leader
+	// that ran it (breaking itself would have interrupted it).
+	e.mustRun("chaos", "schedule", "@every 5s", e.config, "--stage", "1", "--rounds", "1", "--seed", "7", "--baseline", "1s", "--round-timeout", "90s")
+	var real chaos.HistoryEntry
+	waitFor(t, 120*time.Second, "a scheduled stage 1 round done under the leader", func() (bool, string) {
+		h, _ := e.chaosHistory()
+		for _, r := range h {
+			if r.Leader != "" && r.State == "done" && r.Rounds == 1 && r.Skipped == "" {
+				real = r
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d runs", len(h))
+	})
+	e.mustRun("chaos", "unschedule", e.config)
+	t.Logf("scheduled round under %s: pass %v, error %q, report %s", real.Leader, real.Pass, real.Error, real.Report)
+	if real.Error != "" || real.Skipped != "" {
+		t.Errorf("scheduled stage 1 run: error %q, skipped %q", real.Error, real.Skipped)
+	}
+	rebuilt := 0
+	for _, n := range e.status().Nodes {
+		if n.Name != leaderName && n.Generation != gens[n.Name] {
+			rebuilt++
+		}
+	}
+	if rebuilt != 1 {
+		t.Errorf("%d nodes besides the killed leader were rebuilt; want the one victim of the scheduled round", rebuilt)
+	}
+	if b, err := os.ReadFile(filepath.Join(real.Report, "report.json")); err != nil {
+		t.Errorf("report of the scheduled run on the leader's node: %v", err)
+	} else {
+		var rep chaos.Report
+		if err := json.Unmarshal(b, &rep); err != nil || len(rep.Rounds) != 1 || !rep.Rounds[0].Recovered {
+			t.Errorf("scheduled run's report: %v, %+v", err, rep.Rounds)
+		}
 	}
 }

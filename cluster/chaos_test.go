@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/hactl/hactl/providers"
+)
+
+// TestNode_LoneSurvivor_NonVoterOnlyWhenAlone: stage 2 may keep a node that
+// does not vote. It resets the voter set to itself only once the provider
+// shows the voters gone and no other machine of the cluster running; while
+// another non-voter still runs, it refuses (two survivors could both reset).
+func TestNode_LoneSurvivor_NonVoterOnlyWhenAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	voters := e.startCluster("db", 3, nil)
+	var lbs []*testNode
+	for slot := 1; slot <= 2; slot++ {
+		c := e.fastConfig(providers.NodeName("lb", slot), "lb", slot, 1)
+		c.Voter = false
+		lbs = append(lbs, e.start(c))
+	}
+	waitLeader(t, append(slices.Clone(voters), lbs...))
+	s := lbs[0]
+	eventually(t, "lb-1 to apply the log", func() bool { return s.Status().Quorum })
+	for _, v := range voters {
+		v.kill()
+		if err := e.prov.Destroy(t.Context(), providers.MachineID(v.Name()+"-g1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "a refusal while lb-2 still runs", func() bool {
+		return hasEvent(s.Events(), "refusing lone-survivor recovery as a non-voter: lb-2 generation 1 is on")
+	})
+	if s.Status().IsLeader {
+		t.Fatal("a non-voter survivor leads while another machine runs")
+	}
+	lbs[1].kill()
+	e.prov.setState("lb-2-g1", providers.PowerOff)
+	eventually(t, "lb-1 to reset the voter set to itself and lead", func() bool {
+		st := s.Status()
+		return st.IsLeader && st.Quorum && slices.Equal(st.Voters, []string{"lb-1@1"})
+	})
+	eventually(t, "the proof in the replicated history", func() bool {
+		return hasEvent(s.LogState().History, "provider proof: [db-1@1 gone db-2@1 gone db-3@1 gone no other machine of the cluster is running]")
+	})
+}
+
+// TestNode_Chaos_ScheduleRunsAndKillSwitchInTheLog: the chaos schedule, the
+// kill switch and run records are written by the leader only, replicate to
+// every node, and a run is upserted by its id.
+func TestNode_Chaos_ScheduleRunsAndKillSwitchInTheLog(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	nodes := e.startCluster("db", 3, nil)
+	l := waitLeader(t, nodes)
+	var f *testNode
+	for _, n := range nodes {
+		if n != l {
+			f = n
+		}
+	}
+	if err := f.SetChaosPaused(true, "x"); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("follower SetChaosPaused: %v, want ErrNotLeader", err)
+	}
+	if err := l.SetChaosSchedule(&ChaosSchedule{Spec: "@every 5s", Options: []byte(`{"stage":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	run := ChaosRun{ID: "r1", Schedule: "@every 5s", Leader: l.ServerID(), State: ChaosRunning}
+	if err := l.RecordChaosRun(run); err != nil {
+		t.Fatal(err)
+	}
+	run.State, run.Pass, run.Rounds = ChaosDone, true, 1
+	if err := l.RecordChaosRun(run); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetChaosPaused(true, "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the chaos state on a follower", func() bool {
+		c := f.Chaos()
+		return c.Paused && len(c.Runs) == 1 && c.Runs[0].State == ChaosDone
+	})
+	c := f.Chaos()
+	if c.Schedule == nil || c.Schedule.Spec != "@every 5s" || string(c.Schedule.Options) != `{"stage":1}` || c.PauseReason != "maintenance" {
+		t.Errorf("follower's chaos state: %+v", c)
+	}
+	if diff := cmp.Diff([]ChaosRun{run}, c.Runs); diff != "" {
+		t.Errorf("runs (-want +got):\n%s", diff)
+	}
+	if err := l.SetChaosSchedule(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetChaosPaused(false, ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "schedule removed and resumed", func() bool {
+		c := f.Chaos()
+		return c.Schedule == nil && !c.Paused
+	})
+}
