@@ -79,8 +79,9 @@ type Config struct {
 	// CommitTimeout: an idle leader sends every follower an AppendEntries at
 	// this period (randomised up to 2×) on top of the heartbeats
 	// (HeartbeatTimeout/10); it is also how late a follower may learn that
-	// the last entry (a VIP owner, say) committed when nothing follows it.
-	// 150ms (raft's default is 50ms); see docs/performance.md.
+	// the last entry committed when nothing follows it, which is why the
+	// leader follows every record with an empty commit marker. 1s (raft's
+	// default is 50ms); see docs/performance.md.
 	CommitTimeout     time.Duration
 	SnapshotThreshold uint64 // 1024 log entries between snapshots
 
@@ -202,7 +203,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:      time.Second,
 		ElectionTimeout:       time.Second,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
-		CommitTimeout:         150 * time.Millisecond,
+		CommitTimeout:         time.Second,
 		SnapshotThreshold:     1024,
 		Tick:                  500 * time.Millisecond,
 		SelfFenceTimeout:      10 * time.Second,
