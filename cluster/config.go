@@ -65,9 +65,9 @@ type Config struct {
 
 	// Membership tuning (memberlist, from DefaultLANConfig, tightened for a
 	// LAN; see docs/control-plane.md for the measurements behind them).
-	ProbeInterval       time.Duration // 200ms: time between failure probes
+	ProbeInterval       time.Duration // 150ms: time between failure probes
 	ProbeTimeout        time.Duration // 100ms: wait for a direct ack (a LAN round trip is far less)
-	SuspicionMult       int           // 3: suspicion timeout = mult × max(1, log10 N) × ProbeInterval (600ms up to 10 nodes)
+	SuspicionMult       int           // 2: suspicion timeout = mult × max(1, log10 N) × ProbeInterval (300ms up to 10 nodes; ≥3 makes memberlist wait for confirmations)
 	IndirectChecks      int           // 3: peers asked to probe a target that missed its direct ack
 	GossipInterval      time.Duration // 100ms
 	DeadNodeReclaimTime time.Duration // 5s: a rebuilt slot may rejoin under its name after this
@@ -194,9 +194,9 @@ func DefaultConfig() Config {
 		BindAddr:              netip.MustParseAddr("127.0.0.1"),
 		JoinRetry:             2 * time.Second,
 		MaxVoters:             5,
-		ProbeInterval:         200 * time.Millisecond,
+		ProbeInterval:         150 * time.Millisecond,
 		ProbeTimeout:          100 * time.Millisecond,
-		SuspicionMult:         3,
+		SuspicionMult:         2,
 		IndirectChecks:        3,
 		GossipInterval:        100 * time.Millisecond,
 		DeadNodeReclaimTime:   5 * time.Second,
