@@ -155,14 +155,27 @@ func MembersOf(v cluster.View, self Identity) func() map[string][]lang.Member {
 	}
 }
 
-// FollowMembers re-converges the node soon after membership changes: every
-// change of the view is debounced (a burst of joins becomes one run), and
-// when the membership the facts would carry differs from the last one
-// followed, the agent is notified. It returns when ctx is done or the view
-// stops.
+// FollowMembers re-converges the node soon after membership changes, and
+// pulls at once when a peer has converged a revision this node does not
+// know. Every change of the view is debounced (a burst of joins becomes one
+// run); then:
+//
+//   - when the membership the facts would carry differs from the last one
+//     followed, the agent is notified;
+//   - when a live peer gossips a converged revision that is neither this
+//     node's last good revision, nor its last fetched tip, nor one it
+//     refused, nor one it was already notified about, the agent is notified
+//     (once per revision). So a revision that `hactl apply` or a notified
+//     node converged reaches every node within a gossip round instead of
+//     at its next interval. The pull still goes through the node's own
+//     remotes and signature check: gossip only says "look now". A peer on
+//     an older revision costs at most one pull that finds nothing new.
+//
+// It returns when ctx is done or the view stops.
 func (a *Agent) FollowMembers(ctx context.Context, v cluster.View, debounce time.Duration) {
 	evs := v.Events(ctx)
 	last := membersKey(a.members())
+	seen := map[string]bool{}
 	var t *time.Timer
 	var fire <-chan time.Time
 	for {
@@ -187,13 +200,44 @@ func (a *Agent) FollowMembers(ctx context.Context, v cluster.View, debounce time
 			fire = t.C
 		case <-fire:
 			fire = nil
+			notify := false
 			if k := membersKey(a.members()); k != last {
 				last = k
 				a.log.Info("membership changed; converging again")
+				notify = true
+			}
+			if rev, peer := a.peerRevision(v.Members(), seen); rev != "" {
+				a.log.Info("a peer converged a revision this node does not have; pulling now", "peer", peer, "revision", short(rev))
+				notify = true
+			}
+			if notify {
 				a.Notify()
 			}
 		}
 	}
+}
+
+// peerRevision returns the first revision a live peer gossips that this
+// node does not know (see FollowMembers) and the peer's name, and marks it
+// seen; "" when there is none.
+func (a *Agent) peerRevision(ms []cluster.Member, seen map[string]bool) (rev, peer string) {
+	a.mu.Lock()
+	known := map[string]bool{a.st.LastGood: true, a.st.Tip: true}
+	for _, r := range a.st.Refused {
+		known[r.Commit] = true
+	}
+	a.mu.Unlock()
+	for _, m := range ms {
+		if m.Name == a.id.Name || m.State != cluster.StateAlive || m.Revision == "" || known[m.Revision] || seen[m.Revision] {
+			continue
+		}
+		if len(seen) >= 256 {
+			clear(seen) // bounded; a forgotten revision costs one more no-op pull
+		}
+		seen[m.Revision] = true
+		return m.Revision, m.Name
+	}
+	return "", ""
 }
 
 func membersKey(ms map[string][]lang.Member) string {

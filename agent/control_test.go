@@ -272,3 +272,115 @@ func (v staticView) Events(ctx context.Context) <-chan cluster.MemberEvent {
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// TestAgent_FollowMembers_PeerRevisionPullsAtOnce: two nodes with the
+// control plane and a ten-minute interval; only web-1 is told that a new
+// signed commit exists. web-2 learns through gossip that web-1 converged a
+// revision it does not have and pulls it at once: within the test's 30 s
+// deadline, far inside its interval.
+func TestAgent_FollowMembers_PeerRevisionPullsAtOnce(t *testing.T) {
+	f := newFixture(t)
+	c1 := f.publish(fileRole("v1"), f.key)
+	ring, err := cluster.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := cluster.GenerateCA("demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config()
+	cfg.Interval = Duration(10 * time.Minute)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	type peer struct {
+		a     *Agent
+		node  *cluster.Node
+		index string
+	}
+	start := func(slot int, join []string) peer {
+		t.Helper()
+		id := Identity{Name: "web-" + strconv.Itoa(slot), Role: "web", Slot: slot, Generation: 1, Address: "127.0.0.1", Root: t.TempDir()}
+		cc := cluster.DefaultConfig()
+		cc.Name, cc.Role, cc.Slot, cc.Cluster = id.Name, id.Role, id.Slot, "demo"
+		cc.Keyring, cc.Join, cc.DataDir = ring, join, t.TempDir()
+		cc.Voter, cc.BootstrapExpect = false, 0 // gossip is enough here
+		if cc.TLS, err = ca.Issue(id.Name, net.IPv4(127, 0, 0, 1)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := cluster.New(cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conv := &fileConverger{root: id.Root}
+		t.Cleanup(func() { conv.Close() })
+		a, err := New(Options{
+			Config: cfg, Identity: id, Converger: conv, Loader: LangLoader(nil), Listener: ln,
+			// Static members (no Members option): a membership change
+			// queues no run, so only the gossiped revision can.
+			OnRun:  func(st Status) { n.SetRevision(st.LastGood) },
+			Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("agent", id.Name),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(3)
+		go func() { defer wg.Done(); _ = n.Run(ctx) }()
+		go func() { defer wg.Done(); a.FollowMembers(ctx, n.View(), 20*time.Millisecond) }()
+		go func() { defer wg.Done(); _ = a.Run(ctx) }()
+		return peer{a: a, node: n, index: filepath.Join(id.Root, "srv/www/index.html")}
+	}
+	p1 := start(1, nil)
+	p2 := start(2, []string{p1.node.GossipAddr()})
+	waitFor(t, "both nodes to converge v1 and see each other's revision", func() bool {
+		for _, p := range []peer{p1, p2} {
+			if p.a.Status().LastGood != c1 {
+				return false
+			}
+			ms := p.node.View().Members()
+			if len(ms) != 2 || ms[0].Revision != c1 || ms[1].Revision != c1 {
+				return false
+			}
+		}
+		return true
+	})
+
+	c2 := f.publish(fileRole("v2"), f.key)
+	p1.a.Notify() // as POST /v1/notify or /v1/apply would on one node
+	waitFor(t, "web-1 to converge v2", func() bool { return p1.a.Status().LastGood == c2 })
+	waitFor(t, "web-2 to converge v2 without being notified", func() bool {
+		return p2.a.Status().LastGood == c2 && readFile(t, p2.index) == "v2"
+	})
+	if runs := p2.a.Status().Runs; runs != 2 {
+		t.Errorf("web-2 ran %d times, want 2 (first boot, then the gossiped revision)", runs)
+	}
+}
+
+// TestAgent_PeerRevision_OncePerUnknownRevision: a peer's revision queues a
+// pull only when this node does not know it, once.
+func TestAgent_PeerRevision_OncePerUnknownRevision(t *testing.T) {
+	a := &Agent{id: Identity{Name: "web-1"}}
+	a.st = Status{LastGood: "aaa", Tip: "bbb", Refused: []Refusal{{Commit: "ccc"}}}
+	seen := map[string]bool{}
+	ms := []cluster.Member{
+		{Name: "web-1", Revision: "zzz", State: cluster.StateAlive}, // itself
+		{Name: "web-2", Revision: "aaa", State: cluster.StateAlive}, // its last good
+		{Name: "web-3", Revision: "bbb", State: cluster.StateAlive}, // its tip
+		{Name: "web-4", Revision: "ccc", State: cluster.StateAlive}, // refused
+		{Name: "web-5", Revision: "ddd", State: cluster.StateDead},  // not live
+		{Name: "web-6", Revision: "", State: cluster.StateAlive},    // none yet
+		{Name: "web-7", Revision: "eee", State: cluster.StateAlive},
+	}
+	if rev, peer := a.peerRevision(ms, seen); rev != "eee" || peer != "web-7" {
+		t.Errorf("peerRevision = %q from %q, want eee from web-7", rev, peer)
+	}
+	if rev, _ := a.peerRevision(ms, seen); rev != "" {
+		t.Errorf("second peerRevision = %q, want none (already notified)", rev)
+	}
+}

@@ -65,9 +65,9 @@ type Config struct {
 
 	// Membership tuning (memberlist, from DefaultLANConfig, tightened for a
 	// LAN; see docs/control-plane.md for the measurements behind them).
-	ProbeInterval       time.Duration // 200ms: time between failure probes
+	ProbeInterval       time.Duration // 150ms: time between failure probes
 	ProbeTimeout        time.Duration // 100ms: wait for a direct ack (a LAN round trip is far less)
-	SuspicionMult       int           // 3: suspicion timeout = mult × max(1, log10 N) × ProbeInterval (600ms up to 10 nodes)
+	SuspicionMult       int           // 2: suspicion timeout = mult × max(1, log10 N) × ProbeInterval (300ms up to 10 nodes; ≥3 makes memberlist wait for confirmations)
 	IndirectChecks      int           // 3: peers asked to probe a target that missed its direct ack
 	GossipInterval      time.Duration // 100ms
 	DeadNodeReclaimTime time.Duration // 5s: a rebuilt slot may rejoin under its name after this
@@ -79,8 +79,9 @@ type Config struct {
 	// CommitTimeout: an idle leader sends every follower an AppendEntries at
 	// this period (randomised up to 2×) on top of the heartbeats
 	// (HeartbeatTimeout/10); it is also how late a follower may learn that
-	// the last entry (a VIP owner, say) committed when nothing follows it.
-	// 150ms (raft's default is 50ms); see docs/performance.md.
+	// the last entry committed when nothing follows it, which is why the
+	// leader follows every record with an empty commit marker. 1s (raft's
+	// default is 50ms); see docs/performance.md.
 	CommitTimeout     time.Duration
 	SnapshotThreshold uint64 // 1024 log entries between snapshots
 
@@ -193,16 +194,16 @@ func DefaultConfig() Config {
 		BindAddr:              netip.MustParseAddr("127.0.0.1"),
 		JoinRetry:             2 * time.Second,
 		MaxVoters:             5,
-		ProbeInterval:         200 * time.Millisecond,
+		ProbeInterval:         150 * time.Millisecond,
 		ProbeTimeout:          100 * time.Millisecond,
-		SuspicionMult:         3,
+		SuspicionMult:         2,
 		IndirectChecks:        3,
 		GossipInterval:        100 * time.Millisecond,
 		DeadNodeReclaimTime:   5 * time.Second,
 		HeartbeatTimeout:      time.Second,
 		ElectionTimeout:       time.Second,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
-		CommitTimeout:         150 * time.Millisecond,
+		CommitTimeout:         time.Second,
 		SnapshotThreshold:     1024,
 		Tick:                  500 * time.Millisecond,
 		SelfFenceTimeout:      10 * time.Second,

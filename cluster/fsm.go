@@ -132,9 +132,9 @@ const (
 	opVIP     = "vip"
 	opPrimary = "primary"
 	opEvent   = "event"
-	// opCommit changes nothing: the leader appends it right after a VIP
-	// owner so that followers learn at once that the owner committed,
-	// instead of at the next idle AppendEntries (CommitTimeout).
+	// opCommit changes nothing: the leader appends it right after every
+	// other record so that followers learn at once that the record
+	// committed, instead of at the next idle AppendEntries (CommitTimeout).
 	opCommit = "commit"
 	// The chaos schedule, kill switch and run records (chaos.go).
 	opChaosSchedule = "chaos-schedule"

@@ -16,7 +16,7 @@ import (
 func defaultTimings(c *Config) {
 	d := DefaultConfig()
 	c.ProbeInterval, c.ProbeTimeout, c.SuspicionMult, c.IndirectChecks, c.GossipInterval = d.ProbeInterval, d.ProbeTimeout, d.SuspicionMult, d.IndirectChecks, d.GossipInterval
-	c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout, c.Tick = d.HeartbeatTimeout, d.ElectionTimeout, d.LeaderLeaseTimeout, d.Tick
+	c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout, c.CommitTimeout, c.Tick = d.HeartbeatTimeout, d.ElectionTimeout, d.LeaderLeaseTimeout, d.CommitTimeout, d.Tick
 	c.FailureTimeout = time.Hour
 }
 

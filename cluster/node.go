@@ -263,6 +263,11 @@ func (n *Node) startGossip() (*memberlist.Memberlist, error) {
 		mc.GossipInterval = n.cfg.GossipInterval
 	}
 	mc.DeadNodeReclaimTime = n.cfg.DeadNodeReclaimTime
+	// Gossip messages are a few hundred bytes on a LAN: LZW compression of
+	// every ping and ack saved nothing and its allocations (a fresh table
+	// per message) were most of an idle node's garbage. Peers still
+	// decode compressed messages from nodes that send them.
+	mc.EnableCompression = false
 	mc.Logger = n.stdLogger("memberlist")
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -531,6 +536,15 @@ func (n *Node) apply(r *raft.Raft, c command) error {
 	}
 	if err, ok := f.Response().(error); ok && err != nil {
 		return err
+	}
+	if c.Op != opCommit {
+		// Carry the new commit index to the followers now (a VIP holder
+		// binds, a primary starts, only once its applied log says so)
+		// instead of at the next idle AppendEntries, up to 2×CommitTimeout
+		// later. The record itself committed; a lost marker only delays.
+		if err := n.apply(r, command{Op: opCommit}); err != nil {
+			n.log.Debug("commit marker", "after", c.Op, "err", err)
+		}
 	}
 	return nil
 }

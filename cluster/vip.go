@@ -220,13 +220,9 @@ func (n *Node) safelyGone(st State, name string, gen int, deadSince time.Time, n
 }
 
 func (n *Node) applyVIP(r *raft.Raft, o VIPOwner, why string) {
+	// apply follows the record with a commit marker: the holder binds
+	// only once its applied log names it, so it must learn the commit now.
 	if err := n.apply(r, command{Op: opVIP, VIP: &o, Message: why}); err != nil {
 		n.log.Warn("record vip owner", "vip", o.VIP, "err", err)
-		return
-	}
-	// Carry the new commit index to the followers now: the holder binds
-	// only once its applied log names it.
-	if err := n.apply(r, command{Op: opCommit}); err != nil {
-		n.log.Debug("commit marker after vip owner", "vip", o.VIP, "err", err)
 	}
 }

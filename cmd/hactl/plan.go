@@ -237,6 +237,9 @@ func applyWorkspace(ctx context.Context, w *workspace, o applyOptions) error {
 		return err
 	}
 	if res.Empty() {
+		if n := notifyRevision(obs); n != "" {
+			g.logger.Info("told a node about the new revision; gossip tells the rest", "node", n, "commit", commit)
+		}
 		if !g.jsonOut {
 			fmt.Fprintf(g.stdout, "\nConfiguration %s published to %s.\n", short(commit), w.originRepo())
 		}
