@@ -51,6 +51,7 @@ type node struct {
 	res       Resource
 	err       error // from decoding or construction
 	notifiers []string
+	writes    *Writes // staged by res, committed by the scheduler
 	rep       ResourceReport
 	done      bool
 }
@@ -104,10 +105,12 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 		if prev, dup := nodes[a]; dup {
 			return nil, fmt.Errorf("%s: resource %s is declared twice (first at %s)", d.DeclRange, a, prev.decl.DeclRange)
 		}
-		n := &node{decl: d, addr: a}
+		n := &node{decl: d, addr: a, writes: &Writes{}}
 		// Build every resource first: implicit edges need their paths.
 		if n.err = c.err(i); n.err == nil {
-			n.res, n.err = e.build(env, d, c.Values[i])
+			nenv := env
+			nenv.Writes = n.writes
+			n.res, n.err = e.build(nenv, d, c.Values[i])
 		}
 		nodes[a] = n
 		order = append(order, n)
@@ -269,6 +272,13 @@ type result struct {
 // schedule runs the graph: the calling goroutine owns all scheduling state;
 // up to par workers each run one resource at a time and report back on a
 // channel.
+//
+// A resource that staged file writes (Env.WriteFile) is held, not
+// completed, until the owner commits the held resources' writes together
+// (commitWrites: one data-sync pass, the renames, one directory-sync pass,
+// instead of an fsync per file): when nothing is left to start and either
+// nothing is running or a held resource has dependents waiting for it.
+// Its dependents start only after the commit.
 func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]*node, order []*node, par int, apply bool) {
 	pending := map[string]int{}
 	skipBecause := map[string]string{}
@@ -301,6 +311,7 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 	}
 	running := 0
 	remaining := len(order)
+	var held []result
 
 	var complete func(n *node, rr ResourceReport)
 	complete = func(n *node, rr ResourceReport) {
@@ -348,6 +359,11 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 			running++
 			jobs <- job{n, base, refresh}
 		}
+		if len(held) > 0 && len(ready) == 0 && (running == 0 || blocksOthers(g, held)) {
+			e.commit(held, complete)
+			held = nil
+			continue
+		}
 		if running == 0 {
 			if len(ready) == 0 && remaining > 0 {
 				// Cannot happen with an acyclic graph; guard against a hang.
@@ -357,7 +373,48 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 		}
 		r := <-results
 		running--
-		complete(r.n, r.rep)
+		switch {
+		case r.n.writes.Len() == 0:
+			complete(r.n, r.rep)
+		case r.rep.Status == StatusFailed:
+			r.n.writes.discard()
+			complete(r.n, r.rep)
+		default:
+			held = append(held, r)
+		}
+	}
+}
+
+// blocksOthers reports whether a held resource has dependents (which wait
+// for its commit).
+func blocksOthers(g *graph.Graph, held []result) bool {
+	for _, r := range held {
+		if len(g.Dependents(r.n.addr)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// commit commits the held resources' staged writes and completes them; a
+// resource whose writes did not commit is reported failed (its path keeps
+// its old content).
+func (e *Engine) commit(held []result, complete func(*node, ResourceReport)) {
+	ws := make([]*Writes, len(held))
+	for i, r := range held {
+		ws[i] = r.n.writes
+	}
+	t0 := time.Now()
+	errs := commitWrites(ws)
+	e.env.Logger.Debug("committed staged writes", "resources", len(held), "duration", time.Since(t0))
+	for i, r := range held {
+		rr := r.rep
+		if errs[i] != nil {
+			rr.Status = StatusFailed
+			rr.Error = fmt.Sprintf("%s (%s): commit: %v", r.n.addr, r.n.decl.DeclRange, errs[i])
+			e.env.Logger.Info("resource failed", "resource", r.n.addr, "err", errs[i])
+		}
+		complete(r.n, rr)
 	}
 }
 
