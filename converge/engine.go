@@ -119,12 +119,11 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 	if err := e.edges(env, g, nodes, order); err != nil {
 		return nil, err
 	}
-	if _, err := g.TopoSort(); err != nil {
+	if cycle := g.FindCycle(); cycle != nil {
+		err := &graph.CycleError{Cycle: cycle}
 		var ranges []string
-		if ce, ok := err.(*graph.CycleError); ok {
-			for _, a := range ce.Cycle[:len(ce.Cycle)-1] {
-				ranges = append(ranges, a+" at "+nodes[a].decl.DeclRange.String())
-			}
+		for _, a := range cycle[:len(cycle)-1] {
+			ranges = append(ranges, a+" at "+nodes[a].decl.DeclRange.String())
 		}
 		return nil, fmt.Errorf("%w (%s)", err, strings.Join(ranges, "; "))
 	}
@@ -161,12 +160,38 @@ func (e *Engine) build(env Env, d *lang.ResourceDecl, v cty.Value) (Resource, er
 	if !ok {
 		return nil, fmt.Errorf("%s: unknown resource kind %q (known: %s)", d.TypeRange, d.Addr.Kind, strings.Join(e.reg.Names(), ", "))
 	}
-	env.Logger = env.Logger.With("resource", d.Addr.String())
+	env.Logger = slog.New(&resourceHandler{h: env.Logger.Handler(), addr: d.Addr.String()})
 	r, err := k.New(env, v)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.DeclRange, err)
 	}
 	return r, nil
+}
+
+// resourceHandler adds resource=<addr> to the records a resource logs. It
+// is Logger.With("resource", addr) done when a record is logged rather than
+// up front: With formats the attribute for every resource of every run
+// (0.1 ms of a 230-resource no-op), and most resources log nothing at the
+// enabled level.
+type resourceHandler struct {
+	h    slog.Handler
+	addr string
+}
+
+func (h *resourceHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.h.Enabled(ctx, l) }
+
+func (h *resourceHandler) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(slog.String("resource", h.addr))
+	return h.h.Handle(ctx, r)
+}
+
+func (h *resourceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return h.h.WithAttrs(append([]slog.Attr{slog.String("resource", h.addr)}, as...))
+}
+
+func (h *resourceHandler) WithGroup(name string) slog.Handler {
+	return h.h.WithAttrs([]slog.Attr{slog.String("resource", h.addr)}).WithGroup(name)
 }
 
 func diagString(diags hcl.Diagnostics) string {

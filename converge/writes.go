@@ -66,15 +66,8 @@ func (e Env) WriteFile(path string, data []byte, mode fs.FileMode, prep func(tmp
 			os.Remove(tmp)
 		}
 	}()
-	for len(data) > 0 {
-		n, err := syscall.Write(fd, data)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return &fs.PathError{Op: "write", Path: tmp, Err: err}
-		}
-		data = data[n:]
+	if err := writeAll(fd, tmp, data); err != nil {
+		return err
 	}
 	if prep != nil {
 		if err := prep(tmp); err != nil {
@@ -121,6 +114,46 @@ func sysMode(m fs.FileMode) uint32 {
 		o |= syscall.S_ISVTX
 	}
 	return o
+}
+
+// writeReplace replaces path with data through a temporary file and a
+// rename, without syncing: readers never see part of it, but a crash may
+// lose it (for reports, which the next run rewrites).
+func writeReplace(path string, data []byte, mode fs.FileMode) error {
+	tmp, fd, err := createTemp(path)
+	if err != nil {
+		return err
+	}
+	err = writeAll(fd, tmp, data)
+	if err == nil {
+		if e := syscall.Fchmod(fd, sysMode(mode)); e != nil {
+			err = &fs.PathError{Op: "chmod", Path: tmp, Err: e}
+		}
+	}
+	if e := syscall.Close(fd); e != nil && err == nil {
+		err = &fs.PathError{Op: "close", Path: tmp, Err: e}
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+func writeAll(fd int, name string, data []byte) error {
+	for len(data) > 0 {
+		n, err := syscall.Write(fd, data)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return &fs.PathError{Op: "write", Path: name, Err: err}
+		}
+		data = data[n:]
+	}
+	return nil
 }
 
 func (w *Writes) openCount() int {
