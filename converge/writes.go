@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -229,8 +230,9 @@ func fsync(fd int, name string) error {
 //
 //  1. Sync the data of every temporary file (startWriteback on all of them
 //     first, so the disk gets one batch of writes and the file system can
-//     commit them in one journal transaction; then fsync each, which now
-//     mostly waits for writes already under way). Until this step returns,
+//     commit them in one journal transaction; then fsync each, up to
+//     syncFanout at once, which now mostly waits for writes already under
+//     way and lets the device flushes merge). Until this step returns,
 //     no path has been touched: a crash leaves the old files plus stray
 //     temporary files.
 //  2. Rename each temporary file over its path, in the order each resource
@@ -253,20 +255,7 @@ func commitWrites(ws []*Writes) []error {
 			}
 		}
 	}
-	for i, w := range ws {
-		for j, s := range w.staged {
-			if s.fd < 0 {
-				continue
-			}
-			if err := fsync(s.fd, s.tmp); err != nil && errs[i] == nil {
-				errs[i] = err
-			}
-			if err := syscall.Close(s.fd); err != nil && errs[i] == nil {
-				errs[i] = &fs.PathError{Op: "close", Path: s.tmp, Err: err}
-			}
-			w.staged[j].fd = -1
-		}
-	}
+	syncAll(ws, errs)
 	dirs := map[string][]int{} // directory -> the Writes that renamed into it
 	for i, w := range ws {
 		for _, s := range w.staged {
@@ -294,6 +283,54 @@ func commitWrites(ws []*Writes) []error {
 		}
 	}
 	return errs
+}
+
+// syncFanout bounds the fsyncs of a commit that run at once.
+const syncFanout = 16
+
+// syncAll fsyncs and closes every open staged file, up to syncFanout at a
+// time, and records the first error of each Writes in errs. In parallel
+// because each fsync ends with a flush of the device's write cache, and the
+// block layer merges flushes that are pending together: one after the
+// other, 200 files cost 200 flushes.
+func syncAll(ws []*Writes, errs []error) {
+	type job struct{ i, j int }
+	var jobs []job
+	for i, w := range ws {
+		for j, s := range w.staged {
+			if s.fd >= 0 {
+				jobs = append(jobs, job{i, j})
+			}
+		}
+	}
+	fileErrs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(syncFanout, len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range next {
+				s := &ws[jobs[k].i].staged[jobs[k].j]
+				err := fsync(s.fd, s.tmp)
+				if cerr := syscall.Close(s.fd); cerr != nil && err == nil {
+					err = &fs.PathError{Op: "close", Path: s.tmp, Err: cerr}
+				}
+				s.fd = -1
+				fileErrs[k] = err
+			}
+		}()
+	}
+	for k := range jobs {
+		next <- k
+	}
+	close(next)
+	wg.Wait()
+	for k, err := range fileErrs {
+		if i := jobs[k].i; err != nil && errs[i] == nil {
+			errs[i] = err
+		}
+	}
 }
 
 func syncDir(dir string) error {
