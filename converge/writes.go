@@ -240,12 +240,15 @@ func fsync(fd int, name string) error {
 //     rename is atomic: a path names the old inode or the new one, and the
 //     new one's data is already on disk (step 1), so it can never appear
 //     truncated. A crash here leaves some paths old and some new.
-//  3. Sync each directory that received a rename, once, so the renames
-//     themselves are durable before the run reports the resources changed.
+//  3. Sync each directory that received a rename, once (up to syncFanout
+//     at once), so the renames themselves are durable before the run
+//     reports the resources changed.
 //
 // A file whose sync fails is not renamed (its resource fails, its path
-// keeps the old content); a failed rename fails only its resource; a
-// failed directory sync fails the resources that renamed into it.
+// keeps the old content); a failed rename fails only its resource and
+// stops that resource's later renames (a file is never replaced without
+// the backup staged before it); a failed directory sync fails the
+// resources that renamed into it.
 func commitWrites(ws []*Writes) []error {
 	errs := make([]error, len(ws))
 	for _, w := range ws {
@@ -273,12 +276,21 @@ func commitWrites(ws []*Writes) []error {
 		}
 		w.staged = nil
 	}
-	for d, users := range dirs {
-		if err := syncDir(d); err != nil {
-			for _, i := range users {
-				if errs[i] == nil {
-					errs[i] = err
-				}
+	// The directories too, in parallel: after the first one's journal
+	// commit the rest mostly wait for device flushes, which merge.
+	names := make([]string, 0, len(dirs))
+	for d := range dirs {
+		names = append(names, d)
+	}
+	dirErrs := make([]error, len(names))
+	parallel(len(names), func(k int) { dirErrs[k] = syncDir(names[k]) })
+	for k, err := range dirErrs {
+		if err == nil {
+			continue
+		}
+		for _, i := range dirs[names[k]] {
+			if errs[i] == nil {
+				errs[i] = err
 			}
 		}
 	}
@@ -304,33 +316,41 @@ func syncAll(ws []*Writes, errs []error) {
 		}
 	}
 	fileErrs := make([]error, len(jobs))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range min(syncFanout, len(jobs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range next {
-				s := &ws[jobs[k].i].staged[jobs[k].j]
-				err := fsync(s.fd, s.tmp)
-				if cerr := syscall.Close(s.fd); cerr != nil && err == nil {
-					err = &fs.PathError{Op: "close", Path: s.tmp, Err: cerr}
-				}
-				s.fd = -1
-				fileErrs[k] = err
-			}
-		}()
-	}
-	for k := range jobs {
-		next <- k
-	}
-	close(next)
-	wg.Wait()
+	parallel(len(jobs), func(k int) {
+		s := &ws[jobs[k].i].staged[jobs[k].j]
+		err := fsync(s.fd, s.tmp)
+		if cerr := syscall.Close(s.fd); cerr != nil && err == nil {
+			err = &fs.PathError{Op: "close", Path: s.tmp, Err: cerr}
+		}
+		s.fd = -1
+		fileErrs[k] = err
+	})
 	for k, err := range fileErrs {
 		if i := jobs[k].i; err != nil && errs[i] == nil {
 			errs[i] = err
 		}
 	}
+}
+
+// parallel calls f(0) ... f(n-1), up to syncFanout at once, and returns
+// when all returned.
+func parallel(n int, f func(k int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(syncFanout, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range next {
+				f(k)
+			}
+		}()
+	}
+	for k := range n {
+		next <- k
+	}
+	close(next)
+	wg.Wait()
 }
 
 func syncDir(dir string) error {
