@@ -66,12 +66,13 @@ type RoleAware interface {
 	SetRoles(*Roles)
 }
 
-var roleRef = regexp.MustCompile(`\{([a-z][a-z0-9_-]*)\}`)
+// roleRef is compiled on first use, not at package init (start-up).
+var roleRef = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{([a-z][a-z0-9_-]*)\}`) })
 
 // roleOf returns the role a target names ("" when it names none) and an
 // error when it names more than one.
 func roleOf(target string) (string, error) {
-	ms := roleRef.FindAllStringSubmatch(target, -1)
+	ms := roleRef().FindAllStringSubmatch(target, -1)
 	role := ""
 	for _, m := range ms {
 		if role != "" && m[1] != role {
@@ -102,7 +103,7 @@ func expand(rs *Roles, target string) ([]string, error) {
 	}
 	out := make([]string, len(as))
 	for i, a := range as {
-		out[i] = roleRef.ReplaceAllLiteralString(target, a)
+		out[i] = roleRef().ReplaceAllLiteralString(target, a)
 	}
 	return out, nil
 }

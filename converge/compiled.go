@@ -2,10 +2,10 @@ package converge
 
 import (
 	"bytes"
-	"crypto/sha256"
 	bin "encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/big"
 	"slices"
 
@@ -47,7 +47,7 @@ func (c *Compiled) OK() bool {
 
 // compiledMagic starts the binary form; bump the version when the layout
 // changes.
-const compiledMagic = "hactl-compiled 1\n"
+const compiledMagic = "hactl-compiled 2\n"
 
 // MarshalBinary encodes c in a compact binary form that UnmarshalCompiled
 // reads back much faster than the HCL it came from can be parsed and
@@ -55,8 +55,13 @@ const compiledMagic = "hactl-compiled 1\n"
 // decoded values (types as cty JSON, once per distinct type; values
 // without JSON). Bodies are not kept. It fails when a declaration did not
 // decode, or a value is unknown, marked or of a type it cannot encode
-// (capsules); such a compilation must be redone each time. A SHA-256 of the
-// content ends the encoding, so a damaged copy is refused, not misread.
+// (capsules); such a compilation must be redone each time. A CRC-32 (IEEE)
+// of the content ends the encoding, so a damaged copy is refused, not
+// misread (a checksum against damage, not a digest against forgery: whoever
+// can write the file can write the configuration). Measured per run, in a
+// fresh process: SHA-256 of the ~50 KB form ~0.2 ms (no SHA-NI here);
+// CRC-32C ~0.3 ms, nearly all building its tables on first use; CRC-32 IEEE
+// (carry-less multiply, no tables) 0.04-0.08 ms.
 func (c *Compiled) MarshalBinary() ([]byte, error) {
 	if !c.OK() {
 		return nil, errors.New("compiled: a declaration did not decode")
@@ -95,19 +100,18 @@ func (c *Compiled) MarshalBinary() ([]byte, error) {
 		w.str(t)
 	}
 	w.buf = bin.BigEndian.AppendUint32(w.buf, uint32(tableAt))
-	sum := sha256.Sum256(w.buf)
-	return append(w.buf, sum[:]...), nil
+	return bin.BigEndian.AppendUint32(w.buf, crc32.ChecksumIEEE(w.buf)), nil
 }
 
 // UnmarshalCompiled decodes what MarshalBinary made. The declarations it
 // returns have no Body: they can be run (Engine.RunCompiled) but not
 // compiled again.
 func UnmarshalCompiled(data []byte) (*Compiled, error) {
-	if len(data) < len(compiledMagic)+4+sha256.Size || !bytes.HasPrefix(data, []byte(compiledMagic)) {
+	if len(data) < len(compiledMagic)+4+4 || !bytes.HasPrefix(data, []byte(compiledMagic)) {
 		return nil, errors.New("compiled: not a compiled form")
 	}
-	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
-	if s := sha256.Sum256(body); !bytes.Equal(s[:], sum) {
+	body, sum := data[:len(data)-4], data[len(data)-4:]
+	if crc32.ChecksumIEEE(body) != bin.BigEndian.Uint32(sum) {
 		return nil, errors.New("compiled: checksum mismatch")
 	}
 	tableAt := int(bin.BigEndian.Uint32(body[len(body)-4:]))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +52,7 @@ type node struct {
 	res       Resource
 	err       error // from decoding or construction
 	notifiers []string
+	writes    *Writes // staged by res, committed by the scheduler
 	rep       ResourceReport
 	done      bool
 }
@@ -104,10 +106,12 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 		if prev, dup := nodes[a]; dup {
 			return nil, fmt.Errorf("%s: resource %s is declared twice (first at %s)", d.DeclRange, a, prev.decl.DeclRange)
 		}
-		n := &node{decl: d, addr: a}
+		n := &node{decl: d, addr: a, writes: &Writes{}}
 		// Build every resource first: implicit edges need their paths.
 		if n.err = c.err(i); n.err == nil {
-			n.res, n.err = e.build(env, d, c.Values[i])
+			nenv := env
+			nenv.Writes = n.writes
+			n.res, n.err = e.build(nenv, d, c.Values[i])
 		}
 		nodes[a] = n
 		order = append(order, n)
@@ -116,12 +120,11 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 	if err := e.edges(env, g, nodes, order); err != nil {
 		return nil, err
 	}
-	if _, err := g.TopoSort(); err != nil {
+	if cycle := g.FindCycle(); cycle != nil {
+		err := &graph.CycleError{Cycle: cycle}
 		var ranges []string
-		if ce, ok := err.(*graph.CycleError); ok {
-			for _, a := range ce.Cycle[:len(ce.Cycle)-1] {
-				ranges = append(ranges, a+" at "+nodes[a].decl.DeclRange.String())
-			}
+		for _, a := range cycle[:len(cycle)-1] {
+			ranges = append(ranges, a+" at "+nodes[a].decl.DeclRange.String())
 		}
 		return nil, fmt.Errorf("%w (%s)", err, strings.Join(ranges, "; "))
 	}
@@ -158,12 +161,56 @@ func (e *Engine) build(env Env, d *lang.ResourceDecl, v cty.Value) (Resource, er
 	if !ok {
 		return nil, fmt.Errorf("%s: unknown resource kind %q (known: %s)", d.TypeRange, d.Addr.Kind, strings.Join(e.reg.Names(), ", "))
 	}
-	env.Logger = env.Logger.With("resource", d.Addr.String())
+	env.Logger = slog.New(&resourceHandler{h: env.Logger.Handler(), addr: d.Addr.String()})
 	r, err := k.New(env, v)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.DeclRange, err)
 	}
 	return r, nil
+}
+
+// rangeString is hcl.Range.String without fmt (a tenth of the scheduler's
+// own time in a 230-resource no-op run went to formatting ranges).
+func rangeString(r hcl.Range) string {
+	b := make([]byte, 0, len(r.Filename)+24)
+	b = append(b, r.Filename...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(r.Start.Line), 10)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, int64(r.Start.Column), 10)
+	b = append(b, '-')
+	if r.Start.Line != r.End.Line {
+		b = strconv.AppendInt(b, int64(r.End.Line), 10)
+		b = append(b, ',')
+	}
+	b = strconv.AppendInt(b, int64(r.End.Column), 10)
+	return string(b)
+}
+
+// resourceHandler adds resource=<addr> to the records a resource logs. It
+// is Logger.With("resource", addr) done when a record is logged rather than
+// up front: With formats the attribute for every resource of every run
+// (0.1 ms of a 230-resource no-op), and most resources log nothing at the
+// enabled level.
+type resourceHandler struct {
+	h    slog.Handler
+	addr string
+}
+
+func (h *resourceHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.h.Enabled(ctx, l) }
+
+func (h *resourceHandler) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(slog.String("resource", h.addr))
+	return h.h.Handle(ctx, r)
+}
+
+func (h *resourceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return h.h.WithAttrs(append([]slog.Attr{slog.String("resource", h.addr)}, as...))
+}
+
+func (h *resourceHandler) WithGroup(name string) slog.Handler {
+	return h.h.WithAttrs([]slog.Attr{slog.String("resource", h.addr)}).WithGroup(name)
 }
 
 func diagString(diags hcl.Diagnostics) string {
@@ -269,6 +316,13 @@ type result struct {
 // schedule runs the graph: the calling goroutine owns all scheduling state;
 // up to par workers each run one resource at a time and report back on a
 // channel.
+//
+// A resource that staged file writes (Env.WriteFile) is held, not
+// completed, until the owner commits the held resources' writes together
+// (commitWrites: one data-sync pass, the renames, one directory-sync pass,
+// instead of an fsync per file): when nothing is left to start and either
+// nothing is running or a held resource has dependents waiting for it.
+// Its dependents start only after the commit.
 func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]*node, order []*node, par int, apply bool) {
 	pending := map[string]int{}
 	skipBecause := map[string]string{}
@@ -301,6 +355,7 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 	}
 	running := 0
 	remaining := len(order)
+	var held []result
 
 	var complete func(n *node, rr ResourceReport)
 	complete = func(n *node, rr ResourceReport) {
@@ -326,7 +381,7 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 		for len(ready) > 0 && running < par {
 			n := ready[0]
 			ready = ready[1:]
-			base := ResourceReport{Addr: n.addr, Kind: n.decl.Addr.Kind, Range: n.decl.DeclRange.String()}
+			base := ResourceReport{Addr: n.addr, Kind: n.decl.Addr.Kind, Range: rangeString(n.decl.DeclRange)}
 			if why, ok := skipBecause[n.addr]; ok {
 				base.Status = StatusSkipped
 				base.Change = "dependency " + why + " did not converge"
@@ -348,6 +403,11 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 			running++
 			jobs <- job{n, base, refresh}
 		}
+		if len(held) > 0 && len(ready) == 0 && (running == 0 || blocksOthers(g, held)) {
+			e.commit(held, complete)
+			held = nil
+			continue
+		}
 		if running == 0 {
 			if len(ready) == 0 && remaining > 0 {
 				// Cannot happen with an acyclic graph; guard against a hang.
@@ -357,7 +417,48 @@ func (e *Engine) schedule(ctx context.Context, g *graph.Graph, nodes map[string]
 		}
 		r := <-results
 		running--
-		complete(r.n, r.rep)
+		switch {
+		case r.n.writes.Len() == 0:
+			complete(r.n, r.rep)
+		case r.rep.Status == StatusFailed:
+			r.n.writes.discard()
+			complete(r.n, r.rep)
+		default:
+			held = append(held, r)
+		}
+	}
+}
+
+// blocksOthers reports whether a held resource has dependents (which wait
+// for its commit).
+func blocksOthers(g *graph.Graph, held []result) bool {
+	for _, r := range held {
+		if len(g.Dependents(r.n.addr)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// commit commits the held resources' staged writes and completes them; a
+// resource whose writes did not commit is reported failed (its path keeps
+// its old content).
+func (e *Engine) commit(held []result, complete func(*node, ResourceReport)) {
+	ws := make([]*Writes, len(held))
+	for i, r := range held {
+		ws[i] = r.n.writes
+	}
+	t0 := time.Now()
+	errs := commitWrites(ws)
+	e.env.Logger.Debug("committed staged writes", "resources", len(held), "duration", time.Since(t0))
+	for i, r := range held {
+		rr := r.rep
+		if errs[i] != nil {
+			rr.Status = StatusFailed
+			rr.Error = fmt.Sprintf("%s (%s): commit: %v", r.n.addr, r.n.decl.DeclRange, errs[i])
+			e.env.Logger.Info("resource failed", "resource", r.n.addr, "err", errs[i])
+		}
+		complete(r.n, rr)
 	}
 }
 

@@ -456,3 +456,15 @@ func TestRegistry_Schemas(t *testing.T) {
 	}()
 	NewRegistry(probeKind(nil), probeKind(nil))
 }
+
+func TestRangeString_MatchesHCL(t *testing.T) {
+	for _, r := range []hcl.Range{
+		{Filename: "web.hcl", Start: hcl.Pos{Line: 4, Column: 1}, End: hcl.Pos{Line: 4, Column: 24}},
+		{Filename: "roles/a b.hcl", Start: hcl.Pos{Line: 12, Column: 3}, End: hcl.Pos{Line: 20, Column: 2}},
+		{},
+	} {
+		if got, want := rangeString(r), r.String(); got != want {
+			t.Errorf("rangeString = %q, want %q (hcl.Range.String)", got, want)
+		}
+	}
+}

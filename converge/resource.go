@@ -21,7 +21,9 @@ import (
 // to change. When a change is needed and apply is false (noop mode, dry
 // run), it returns (false, nil) and must not change anything. When apply is
 // true it makes the change in this one call and returns (false, nil), or
-// returns an error. It must be idempotent: a second CheckApply(ctx, true)
+// returns an error; file content written through Env.WriteFile becomes
+// visible when the engine commits the run's writes, which it does before
+// any resource that depends on this one runs and before the run ends. It must be idempotent: a second CheckApply(ctx, true)
 // after a successful one returns ok=true. The engine calls it at most once
 // per run, from one goroutine at a time; different resources run
 // concurrently. It must return promptly when ctx is cancelled.
@@ -154,6 +156,12 @@ type Env struct {
 	Managed *Managed
 	// Memo caches work shared by resources of one run. Set by the engine.
 	Memo *Memo
+	// Writes collects the file writes (WriteFile) of one resource in one
+	// run; the engine makes them visible and durable together with the
+	// other resources' writes before anything that depends on the resource
+	// runs and before the run ends. Set by the engine, per resource; nil
+	// (outside a run) means WriteFile writes durably at once.
+	Writes *Writes
 }
 
 // Local reports whether env describes a local node (a root other than "/").

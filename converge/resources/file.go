@@ -137,7 +137,11 @@ func (f *File) CheckApply(ctx context.Context, apply bool) (bool, error) {
 			return false, nil
 		}
 		if regular {
-			if err := backup(f.env, f.decl, f.path); err != nil {
+			// Written at once, not staged: the removal below is
+			// immediate, and the backup must not be lost with it.
+			benv := f.env
+			benv.Writes = nil
+			if err := backup(benv, f.decl, f.path); err != nil {
 				return false, err
 			}
 		}
@@ -188,16 +192,18 @@ func (f *File) CheckApply(ctx context.Context, apply bool) (bool, error) {
 		if f.attrs.mode != nil {
 			mode = *f.attrs.mode
 		}
-		if err := writeAtomic(f.path, want, mode); err != nil {
-			return false, err
-		}
-		if fi, err = os.Lstat(f.path); err != nil {
-			return false, err
-		}
-		if _, err := f.attrs.check(f.path, fi, true); err != nil {
-			return false, err
-		}
-		return false, nil
+		// Owner and group go on the temporary file, so the new file
+		// appears with them (mode is set by WriteFile). The backup
+		// above was staged first, so it is renamed into place first.
+		err := f.env.WriteFile(f.path, want, mode, func(tmp string) error {
+			fi, err := os.Lstat(tmp)
+			if err != nil {
+				return err
+			}
+			_, err = f.attrs.check(tmp, fi, true)
+			return err
+		})
+		return false, err
 	}
 	diffs, err := f.attrs.check(f.path, fi, apply)
 	if err != nil {
@@ -249,42 +255,6 @@ func readCompare(path string, size int64, want []byte, compare bool) (old []byte
 	return buf, compare && string(buf) == string(want), nil
 }
 
-// writeAtomic writes data to a temporary file in path's directory and
-// renames it over path, so readers see the old or the new file, never half.
-func writeAtomic(path string, data []byte, mode fs.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	t, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".hactl-*")
-	if err != nil {
-		return err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			t.Close()
-			os.Remove(t.Name())
-		}
-	}()
-	if _, err := t.Write(data); err != nil {
-		return err
-	}
-	if err := t.Chmod(mode); err != nil {
-		return err
-	}
-	if err := t.Sync(); err != nil {
-		return err
-	}
-	if err := t.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(t.Name(), path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
-}
-
 // BackupDir returns where replaced versions of the file declared at decl
 // are kept: <root>/var/lib/hactl/backup/<decl>/.
 func BackupDir(env converge.Env, decl string) (string, error) {
@@ -292,7 +262,8 @@ func BackupDir(env converge.Env, decl string) (string, error) {
 }
 
 // backup copies the current content of host path into the backup dir and
-// keeps the newest env.BackupKeep copies.
+// keeps the newest env.BackupKeep copies (counting this one, which is only
+// staged when env.Writes is set).
 func backup(env converge.Env, decl, path string) error {
 	dir, err := BackupDir(env, decl)
 	if err != nil {
@@ -306,7 +277,7 @@ func backup(env converge.Env, decl, path string) error {
 		return fmt.Errorf("backup %s: %w", decl, err)
 	}
 	name := time.Now().UTC().Format("20060102T150405.000000000Z")
-	if err := writeAtomic(filepath.Join(dir, name), data, 0o600); err != nil {
+	if err := env.WriteFile(filepath.Join(dir, name), data, 0o600, nil); err != nil {
 		return fmt.Errorf("backup %s: %w", decl, err)
 	}
 	keep := env.BackupKeep
@@ -317,9 +288,9 @@ func backup(env converge.Env, decl, path string) error {
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", decl, err)
 	}
-	var names []string
+	names := []string{name}
 	for _, e := range ents {
-		if e.Type().IsRegular() && e.Name()[0] != '.' {
+		if e.Type().IsRegular() && e.Name()[0] != '.' && e.Name() != name {
 			names = append(names, e.Name())
 		}
 	}

@@ -2,6 +2,7 @@ package resources
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -295,4 +296,54 @@ func runEngine(t *testing.T, env converge.Env, src string, dry bool) *converge.R
 		t.Fatal(err)
 	}
 	return rep
+}
+
+// Through the engine, file writes are staged and committed in one batch:
+// after each run the files hold the new content, the replaced content is in
+// the bounded backup history, and no temporary file is left; a second run
+// changes nothing.
+func TestFile_Engine_StagedDriftKeepsBackups(t *testing.T) {
+	env := localEnv(t)
+	env.BackupKeep = 2
+	var src strings.Builder
+	for i := range 3 {
+		fmt.Fprintf(&src, "resource \"file\" \"f%d\" {\n  path    = \"/etc/f%d\"\n  content = \"want %d\"\n  mode    = \"0640\"\n}\n", i, i, i)
+	}
+	if rep := runEngine(t, env, src.String(), false); rep.Summary.Changed != 3 || rep.Failed() {
+		t.Fatalf("first run: %+v", rep.Summary)
+	}
+	for round := range 3 {
+		for i := range 3 {
+			write(t, filepath.Join(env.Root, "etc", fmt.Sprintf("f%d", i)), fmt.Sprintf("drift %d.%d", round, i))
+		}
+		if rep := runEngine(t, env, src.String(), false); rep.Summary.Changed != 3 || rep.Failed() {
+			t.Fatalf("drift run %d: %+v", round, rep.Resources)
+		}
+	}
+	for i := range 3 {
+		p := filepath.Join(env.Root, "etc", fmt.Sprintf("f%d", i))
+		if got := read(t, p); got != fmt.Sprintf("want %d", i) {
+			t.Errorf("f%d = %q", i, got)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o640 {
+			t.Errorf("f%d mode = %v, %v; want 0640", i, fi.Mode(), err)
+		}
+		dir, _ := BackupDir(env, fmt.Sprintf("/etc/f%d", i))
+		ents, err := os.ReadDir(dir)
+		if err != nil || len(ents) != 2 {
+			t.Fatalf("f%d backups = %v, %v; want the 2 newest", i, ents, err)
+		}
+		if got := read(t, filepath.Join(dir, ents[1].Name())); got != fmt.Sprintf("drift 2.%d", i) {
+			t.Errorf("f%d newest backup = %q, want the last drift", i, got)
+		}
+	}
+	filepath.WalkDir(env.Root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), ".hactl-") {
+			t.Errorf("temporary file left: %s", p)
+		}
+		return nil
+	})
+	if rep := runEngine(t, env, src.String(), false); rep.Summary.Unchanged != 3 {
+		t.Errorf("second run after converging: %+v, want all unchanged", rep.Summary)
+	}
 }

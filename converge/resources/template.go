@@ -54,14 +54,25 @@ func templateKind() converge.Kind {
 				c := *content
 				f.want = func() ([]byte, error) { return []byte(c), nil }
 			} else {
-				f.want = func() ([]byte, error) { return render(env, sourcePath(env, src), vars) }
+				texts, path := simpleVars(vars), sourcePath(env, src)
+				f.want = func() ([]byte, error) { return render(env, path, vars, texts) }
 			}
 			return f, nil
 		},
 	}
 }
 
-func render(env converge.Env, path string, vars map[string]cty.Value) ([]byte, error) {
+// parsedTemplate is a template file parsed once per run (Memo), with its
+// plan when it has the simple shape (see planTemplate).
+type parsedTemplate struct {
+	expr   hclsyntax.Expression
+	plan   []tplPart
+	planOK bool
+}
+
+// render renders the template file at path with vars; texts holds the
+// vars that have a plain text form (simpleVars), for the fast path.
+func render(env converge.Env, path string, vars map[string]cty.Value, texts map[string]string) ([]byte, error) {
 	// Resources of one run share a template: read and parse it once.
 	v, err := env.Memo.Do("template:"+path, func() (any, error) {
 		src, err := os.ReadFile(path)
@@ -72,14 +83,19 @@ func render(env converge.Env, path string, vars map[string]cty.Value) ([]byte, e
 		if diags.HasErrors() {
 			return nil, fmt.Errorf("template: %s", diags.Error())
 		}
-		return expr, nil
+		pt := &parsedTemplate{expr: expr}
+		pt.plan, pt.planOK = planTemplate(expr)
+		return pt, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	expr := v.(hclsyntax.Expression)
-	if out, ok := renderSimple(expr, vars); ok {
-		return out, nil
+	pt := v.(*parsedTemplate)
+	expr := pt.expr
+	if pt.planOK {
+		if out, ok := renderPlan(pt.plan, texts); ok {
+			return out, nil
+		}
 	}
 	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{}}
 	if env.EvalContext != nil {
@@ -122,55 +138,93 @@ func compactNumber(v cty.Value) cty.Value {
 // without cty conversions, producing exactly what TemplateExpr.Value and
 // convert.Convert would (numbers are formatted like big.Float's 'f', -1,
 // which for whole numbers is the decimal integer). ok is false for any
-// other shape, which the caller then evaluates in full.
+// other shape, which the caller then evaluates in full. A run does its two
+// halves apart: planTemplate once per template, simpleVars once per
+// resource, renderPlan on every check.
 func renderSimple(expr hclsyntax.Expression, vars map[string]cty.Value) ([]byte, bool) {
+	plan, ok := planTemplate(expr)
+	if !ok {
+		return nil, false
+	}
+	return renderPlan(plan, simpleVars(vars))
+}
+
+// tplPart is literal text, or (name != "") a bare ${name} interpolation.
+type tplPart struct {
+	lit, name string
+}
+
+// planTemplate returns the parts of a template made only of literal text
+// and bare ${name} interpolations; ok is false for any other template.
+func planTemplate(expr hclsyntax.Expression) (plan []tplPart, ok bool) {
 	t, ok := expr.(*hclsyntax.TemplateExpr)
 	if !ok {
 		return nil, false
 	}
-	size := 0
+	plan = make([]tplPart, 0, len(t.Parts))
 	for _, p := range t.Parts {
-		if l, ok := p.(*hclsyntax.LiteralValueExpr); ok && l.Val.Type() == cty.String && l.Val.IsKnown() && !l.Val.IsNull() && !l.Val.IsMarked() {
-			size += len(l.Val.AsString())
-		} else {
-			size += 16
-		}
-	}
-	buf := make([]byte, 0, size)
-	for _, p := range t.Parts {
-		var v cty.Value
 		switch p := p.(type) {
 		case *hclsyntax.LiteralValueExpr:
-			v = p.Val
+			v := p.Val
+			if v.Type() != cty.String || !v.IsKnown() || v.IsNull() || v.IsMarked() {
+				return nil, false
+			}
+			plan = append(plan, tplPart{lit: v.AsString()})
 		case *hclsyntax.ScopeTraversalExpr:
 			if len(p.Traversal) != 1 {
 				return nil, false
 			}
-			var found bool
-			if v, found = vars[p.Traversal.RootName()]; !found {
-				return nil, false
-			}
+			plan = append(plan, tplPart{name: p.Traversal.RootName()})
 		default:
 			return nil, false
 		}
+	}
+	return plan, true
+}
+
+// simpleVars returns the text of each var that is a known, unmarked,
+// non-null string, bool, or whole number that fits 64 bits ("-0" is left
+// to the full evaluation).
+func simpleVars(vars map[string]cty.Value) map[string]string {
+	texts := make(map[string]string, len(vars))
+	for k, v := range vars {
 		if !v.IsKnown() || v.IsNull() || v.IsMarked() {
-			return nil, false
+			continue
 		}
 		switch v.Type() {
 		case cty.String:
-			buf = append(buf, v.AsString()...)
+			texts[k] = v.AsString()
 		case cty.Bool:
-			buf = strconv.AppendBool(buf, v.True())
+			texts[k] = strconv.FormatBool(v.True())
 		case cty.Number:
 			bf := v.AsBigFloat()
 			i, acc := bf.Int64()
-			if !bf.IsInt() || acc != big.Exact || (i == 0 && bf.Signbit()) {
-				return nil, false
+			if bf.IsInt() && acc == big.Exact && !(i == 0 && bf.Signbit()) {
+				texts[k] = strconv.FormatInt(i, 10)
 			}
-			buf = strconv.AppendInt(buf, i, 10) // "-0" stays with the slow path
-		default:
+		}
+	}
+	return texts
+}
+
+// renderPlan renders a plan; ok is false when it names a var without a
+// text form.
+func renderPlan(plan []tplPart, texts map[string]string) ([]byte, bool) {
+	size := 0
+	for _, p := range plan {
+		size += len(p.lit) + 8
+	}
+	buf := make([]byte, 0, size)
+	for _, p := range plan {
+		if p.name == "" {
+			buf = append(buf, p.lit...)
+			continue
+		}
+		t, ok := texts[p.name]
+		if !ok {
 			return nil, false
 		}
+		buf = append(buf, t...)
 	}
 	return buf, true
 }

@@ -94,6 +94,11 @@ func (g *Graph) TopoSort() ([]string, error) {
 	return order, nil
 }
 
+// FindCycle returns one cycle as a closed path (first node repeated at the
+// end), or nil when the graph is acyclic: TopoSort's check without the
+// ordering, for callers that order the work themselves.
+func (g *Graph) FindCycle() []string { return g.findCycle() }
+
 // findCycle returns one cycle as a closed path, or nil. It is an iterative
 // depth-first search, so deep graphs cannot overflow the stack.
 func (g *Graph) findCycle() []string {
