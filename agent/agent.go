@@ -188,6 +188,10 @@ func New(o Options) (*Agent, error) {
 			}
 		}
 	}
+	if o.Data != nil && o.Control != nil && o.Data.LeaderAPI == nil {
+		// A follower's data events reach the history through the leader.
+		o.Data.LeaderAPI = func() string { return leaderAPIURL(o.Control, cfg.APIPort) }
+	}
 	a.readState()
 	a.st = Status{Identity: a.id, Cluster: cfg.Cluster, LastGood: a.lastGood, Refused: []Refusal{}}
 	return a, nil

@@ -21,14 +21,18 @@ import (
 //	GET  /v1/cluster  the control plane as this node sees it (ClusterStatus);
 //	                  404 when the node runs without one
 //	GET  /v1/events   the cluster's history (ClusterEvent list)
+//	POST /v1/events   on the leader: append a data event another node
+//	                  forwards (EventPost; data-*/backup-* kinds only);
+//	                  421 elsewhere
 //	POST /v1/apply    on the leader: converge to {"revision"} and stream the
 //	                  reconciler's progress as ApplyEvent lines (NDJSON);
 //	                  421 NotLeader elsewhere, 501 without a reconciler
 //	GET  /metrics     Prometheus metrics
 //
 // The API is unauthenticated and must only listen on the node's private
-// address: notify can only trigger a pull of signed configuration, and status
-// carries no secrets.
+// address: notify can only trigger a pull of signed configuration, status
+// carries no secrets, and POST /v1/events can only add data events to the
+// history.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -84,6 +88,7 @@ func (a *Agent) Handler() http.Handler {
 		}
 		writeJSON(w, map[string]any{"events": NewClusterEvents(a.opts.Control.Events())})
 	})
+	mux.HandleFunc("POST /v1/events", serveRecordEvent(a.opts.Control))
 	mux.HandleFunc("POST /v1/apply", a.serveApply)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.met.reg, promhttp.HandlerOpts{}))
 	return mux

@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -92,8 +96,13 @@ type DataManager struct {
 	log            *slog.Logger
 	srvTLS, cliTLS *tls.Config
 	// Record, when set, also writes events to the cluster's history (the
-	// control plane; it may fail when this node is not the leader).
+	// control plane; it fails when this node is not the leader).
 	Record func(kind, node, msg string) error
+	// LeaderAPI, when set, returns the base URL of the raft leader's local
+	// API ("http://10.0.0.5:7480"), or "" when the leader is unknown or is
+	// this node. An event Record could not write is POSTed to the leader's
+	// /v1/events instead (agent.New sets it from the control plane).
+	LeaderAPI func() string
 	// MinBackoff is the first retry delay of a failed backup (default 5 s).
 	MinBackoff time.Duration
 	// PeerGrace is how long a rebuilt node (generation 2 and up) tries
@@ -105,6 +114,11 @@ type DataManager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// evq holds events on their way to the cluster history; one goroutine
+	// (deliverEvents) drains it, so a slow or absent leader never blocks
+	// the data path.
+	evq chan DataEvent
+	hc  *http.Client
 
 	// Owned by the Prepare goroutine.
 	blocks  map[string]*dataBlock
@@ -164,10 +178,14 @@ func NewDataManager(cfg Config, id Identity, log *slog.Logger) (*DataManager, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &DataManager{
+	m := &DataManager{
 		id: id, log: log.With("node", id.Name), srvTLS: st, cliTLS: ct, MinBackoff: 5 * time.Second, PeerGrace: 10 * time.Second,
 		ctx: ctx, cancel: cancel, blocks: map[string]*dataBlock{}, status: map[string]DataStatus{},
-	}, nil
+		evq: make(chan DataEvent, eventQueue), hc: &http.Client{Timeout: 5 * time.Second},
+	}
+	m.wg.Add(1)
+	go m.deliverEvents()
+	return m, nil
 }
 
 // Prepare makes the data of the node's role ready before converge. It
@@ -449,7 +467,6 @@ func (m *DataManager) event(kind, name, msg string) {
 	if n := len(m.events); n > maxDataEvents {
 		m.events = append([]DataEvent{}, m.events[n-maxDataEvents:]...)
 	}
-	rec := m.Record
 	m.mu.Unlock()
 	if kind == data.EventBackupDone {
 		return // the scheduler logged it
@@ -457,13 +474,171 @@ func (m *DataManager) event(kind, name, msg string) {
 	if kind != data.EventBackupFailed {
 		m.log.Info(msg, "event", kind, "data", name)
 	}
-	if rec != nil {
-		go func() {
-			if err := rec(kind, m.id.Name, msg); err != nil {
-				m.log.Debug("event not in the cluster history", "event", kind, "err", err)
-			}
-		}()
+	select {
+	case m.evq <- e:
+	default:
+		m.log.Warn("data event not sent to the cluster history: queue full", "event", kind, "data", name)
 	}
+}
+
+// Delivery of data events to the cluster history: at most eventQueue
+// waiting, each tried recordAttempts times, recordBackoff doubling between
+// attempts (about 30 s in all), then dropped with a warning (it stays in
+// /v1/status and the log). Delivery is at least once: a POST whose answer
+// is lost is sent again.
+const (
+	eventQueue     = 64
+	recordAttempts = 5
+)
+
+var recordBackoff = time.Second
+
+// deliverEvents owns the delivery of queued events until Close.
+func (m *DataManager) deliverEvents() {
+	defer m.wg.Done()
+	for {
+		var e DataEvent
+		select {
+		case <-m.ctx.Done():
+			return
+		case e = <-m.evq:
+		}
+		wait := recordBackoff
+		for attempt := 1; ; attempt++ {
+			err := m.record(e)
+			if err == nil {
+				break
+			}
+			if attempt == recordAttempts {
+				m.log.Warn("data event not in the cluster history", "event", e.Kind, "data", e.Data, "attempts", attempt, "err", err)
+				break
+			}
+			m.log.Debug("data event not recorded yet", "event", e.Kind, "err", err)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait *= 2
+		}
+	}
+}
+
+// record writes e to the cluster history: through Record on the leader,
+// else by POSTing it to the leader's agent API.
+func (m *DataManager) record(e DataEvent) error {
+	if m.Record == nil && m.LeaderAPI == nil {
+		return nil // no control plane: the event stays local
+	}
+	var errs []error
+	if m.Record != nil {
+		err := m.Record(e.Kind, m.id.Name, e.Message)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if m.LeaderAPI != nil {
+		if base := m.LeaderAPI(); base == "" {
+			errs = append(errs, errors.New("no leader to forward to"))
+		} else if err := m.postEvent(base, e); err != nil {
+			errs = append(errs, err)
+		} else {
+			return nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// EventPost is the body of POST /v1/events: a data event of node for the
+// cluster history.
+type EventPost struct {
+	Kind    string `json:"kind"`
+	Node    string `json:"node"`
+	Message string `json:"message"`
+}
+
+func (m *DataManager) postEvent(base string, e DataEvent) error {
+	b, err := json.Marshal(EventPost{Kind: e.Kind, Node: m.id.Name, Message: e.Message})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/events", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := m.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("forward event to the leader: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("forward event to the leader %s: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// maxEventPost bounds the body of POST /v1/events.
+const maxEventPost = 8 << 10
+
+// EventRecorder is what POST /v1/events needs of the control plane
+// (*cluster.Node): Record appends to the replicated history and fails on a
+// node that is not the leader.
+type EventRecorder interface {
+	Record(kind, node, msg string) error
+}
+
+// serveRecordEvent is POST /v1/events: on the leader, append a data event
+// forwarded by another node (an EventPost) to the cluster history. Only
+// data kinds ("data-*", "backup-*") are accepted. 421 on a node that is
+// not the leader, 404 without a control plane.
+func serveRecordEvent(c ControlPlane) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec, ok := c.(EventRecorder)
+		if c == nil || !ok {
+			http.Error(w, "this node runs without the control plane", http.StatusNotFound)
+			return
+		}
+		var ev EventPost
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxEventPost)).Decode(&ev); err != nil {
+			http.Error(w, "event: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !strings.HasPrefix(ev.Kind, "data-") && !strings.HasPrefix(ev.Kind, "backup-") || ev.Node == "" {
+			http.Error(w, fmt.Sprintf("event kind %q from %q: only data events of a named node are accepted", ev.Kind, ev.Node), http.StatusBadRequest)
+			return
+		}
+		if st := c.Status(); !st.IsLeader {
+			http.Error(w, "not the leader (leader: "+st.Leader+")", http.StatusMisdirectedRequest)
+			return
+		}
+		if err := rec.Record(ev.Kind, ev.Node, ev.Message); err != nil {
+			http.Error(w, "record event: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// leaderAPIURL returns the base URL of the leader's local API as c sees
+// it (the leader's gossip address, API port port), or "" when the leader
+// is unknown, absent from the view, or c's own node.
+func leaderAPIURL(c ControlPlane, port int) string {
+	s := c.Status()
+	if s.Leader == "" || s.IsLeader {
+		return ""
+	}
+	name, gen, _ := strings.Cut(s.Leader, "@")
+	for _, mb := range s.Members {
+		if mb.Name == name && strconv.Itoa(mb.Generation) == gen && mb.Addr.IsValid() {
+			return "http://" + net.JoinHostPort(mb.Addr.Addr().String(), strconv.Itoa(port))
+		}
+	}
+	return ""
 }
 
 // Status returns every data block's status, with the backup jobs when

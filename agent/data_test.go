@@ -1,16 +1,21 @@
 package agent
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,8 +260,12 @@ func TestDataManager_Prepare_CorruptBackupSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(content)
-	h := hex.EncodeToString(sum[:])
+	m, err := data.LoadManifest(ctx, tg, newest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := m.Lookup("new")
+	h := e.Sum
 	if err := os.WriteFile(filepath.Join(dirT, "objects", h[:2], h), []byte("bit rot"), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -274,5 +283,129 @@ func TestDataManager_Prepare_CorruptBackupSkipped(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(n.dir(), "old")); err != nil || string(b) != "kept" {
 		t.Errorf("old: %q, %v", b, err)
+	}
+}
+
+// startControlNode runs a real control-plane node (gossip + raft) on a
+// random loopback address. bootstrap makes it a single-voter cluster, so
+// it becomes the leader; without it the node never bootstraps and is
+// never the leader.
+func startControlNode(t *testing.T, ca *cluster.CA, ring [][]byte, name string, bootstrap bool) *cluster.Node {
+	t.Helper()
+	addr := fmt.Sprintf("127.%d.%d.%d", 100+rand.N(100), rand.N(250)+1, rand.N(250)+1)
+	cc := cluster.DefaultConfig()
+	cc.Name, cc.Role, cc.Slot, cc.Cluster = name, "lb", 1, "test"
+	cc.BindAddr = netip.MustParseAddr(addr)
+	cc.GossipPort, cc.RaftPort = 0, 0
+	cc.Keyring = ring
+	files, err := ca.Issue(name, net.ParseIP(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.TLS = files
+	cc.DataDir = t.TempDir()
+	cc.BootstrapExpect = 0
+	if bootstrap {
+		cc.BootstrapExpect = 1
+	}
+	n, err := cluster.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return n
+}
+
+func postEvent(t *testing.T, url string, ev EventPost) int {
+	t.Helper()
+	b, _ := json.Marshal(ev)
+	resp, err := http.Post(url+"/v1/events", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A data event on a node that is not the raft leader reaches the cluster
+// history through the leader's POST /v1/events, retried while the leader
+// is unknown; a follower refuses such a POST with 421.
+func TestDataManager_Events_FollowerForwardsToLeader(t *testing.T) {
+	old := recordBackoff
+	recordBackoff = 50 * time.Millisecond
+	t.Cleanup(func() { recordBackoff = old })
+	ca, err := cluster.GenerateCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := cluster.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := startControlNode(t, ca, ring, "lb-1", true)
+	follower := startControlNode(t, ca, ring, "lb-2", false)
+	waitFor(t, "lb-1 to lead its one-voter cluster", leader.IsLeader)
+	lsrv := httptest.NewServer(serveRecordEvent(leader))
+	t.Cleanup(lsrv.Close)
+	fsrv := httptest.NewServer(serveRecordEvent(follower))
+	t.Cleanup(fsrv.Close)
+
+	if code := postEvent(t, fsrv.URL, EventPost{Kind: data.EventBackupFailed, Node: "mail-9", Message: "x"}); code != http.StatusMisdirectedRequest {
+		t.Errorf("POST /v1/events on a follower = %d, want 421", code)
+	}
+	if code := postEvent(t, lsrv.URL, EventPost{Kind: "rebuild", Node: "mail-9", Message: "x"}); code != http.StatusBadRequest {
+		t.Errorf("POST of a non-data event = %d, want 400", code)
+	}
+
+	// mail-2's own Record is the follower's (not the leader: it fails);
+	// the leader is unknown for the first two attempts.
+	n := newDataNode(t, ca, 2, 1)
+	var asked atomic.Int32
+	n.m.Record = follower.Record
+	n.m.LeaderAPI = func() string {
+		if asked.Add(1) <= 2 {
+			return ""
+		}
+		return lsrv.URL
+	}
+	target := "dir://" + filepath.Join(t.TempDir(), "backups")
+	if err := n.m.Prepare(context.Background(), mailConfig(target), map[string][]lang.Member{"mail": {n.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "mail-2's data-restored event in the leader's history", func() bool {
+		for _, e := range leader.Events() {
+			if e.Kind == "data-restored" && e.Node == "mail-2" && strings.Contains(e.Message, "mail/maildir on mail-2") {
+				return true
+			}
+		}
+		return false
+	})
+	if asked.Load() < 3 {
+		t.Errorf("leader asked %d times, want the event retried until the leader was known", asked.Load())
+	}
+	for _, e := range follower.Events() {
+		if e.Kind == "data-restored" {
+			t.Errorf("the follower's own history holds %+v", e)
+		}
+	}
+}
+
+// leaderAPIURL finds the leader's address in the view; "" on the leader.
+func TestLeaderAPIURL_SelfIsLeader_Empty(t *testing.T) {
+	ca, err := cluster.GenerateCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := cluster.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := startControlNode(t, ca, ring, "lb-1", true)
+	waitFor(t, "lb-1 to lead", leader.IsLeader)
+	if u := leaderAPIURL(leader, 7480); u != "" {
+		t.Errorf("leaderAPIURL on the leader = %q, want \"\"", u)
 	}
 }
