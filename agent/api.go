@@ -24,6 +24,9 @@ import (
 //	POST /v1/events   on the leader: append a data event another node
 //	                  forwards (EventPost; data-*/backup-* kinds only);
 //	                  421 elsewhere
+//	POST /v1/backup-runner  on the leader: name a node as a role's backup
+//	                  runner in the log (RunnerClaim) unless another live
+//	                  node is named (409); 421 elsewhere
 //	POST /v1/apply    on the leader: converge to {"revision"} and stream the
 //	                  reconciler's progress as ApplyEvent lines (NDJSON);
 //	                  421 NotLeader elsewhere, 501 without a reconciler
@@ -31,8 +34,9 @@ import (
 //
 // The API is unauthenticated and must only listen on the node's private
 // address: notify can only trigger a pull of signed configuration, status
-// carries no secrets, and POST /v1/events can only add data events to the
-// history.
+// carries no secrets, POST /v1/events can only add data events to the
+// history, and POST /v1/backup-runner can only move a role's backups to
+// another node while the named one is not alive.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -89,6 +93,7 @@ func (a *Agent) Handler() http.Handler {
 		writeJSON(w, map[string]any{"events": NewClusterEvents(a.opts.Control.Events())})
 	})
 	mux.HandleFunc("POST /v1/events", serveRecordEvent(a.opts.Control))
+	mux.HandleFunc("POST /v1/backup-runner", serveClaimRunner(a.opts.Control))
 	mux.HandleFunc("POST /v1/apply", a.serveApply)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.met.reg, promhttp.HandlerOpts{}))
 	return mux

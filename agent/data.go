@@ -103,6 +103,10 @@ type DataManager struct {
 	// this node. An event Record could not write is POSTed to the leader's
 	// /v1/events instead (agent.New sets it from the control plane).
 	LeaderAPI func() string
+	// Log, when set, is the control plane whose log names each role's
+	// backup runner (agent.New sets it); without it the lowest live slot
+	// in the node's own view runs the backups.
+	Log RunnerLog
 	// MinBackoff is the first retry delay of a failed backup (default 5 s).
 	MinBackoff time.Duration
 	// PeerGrace is how long a rebuilt node (generation 2 and up) tries
@@ -230,8 +234,8 @@ func (m *DataManager) Prepare(ctx context.Context, lc *lang.Config, members map[
 			jobs = append(jobs, j)
 		}
 	}
-	runner := len(waiting) == 0 && isLowestSlot(members[role.Name], m.id)
-	m.schedule(jobs, runner)
+	runner := len(waiting) == 0 && m.backupRunner(ctx, role.Name, members[role.Name])
+	m.schedule(jobs, runner, role.Name)
 	if len(waiting) > 0 {
 		return fmt.Errorf("%w: %s", ErrDataNotReady, strings.Join(waiting, "; "))
 	}
@@ -383,7 +387,7 @@ func isLowestSlot(members []lang.Member, self Identity) bool {
 
 // schedule runs the backup jobs on this node when it is the runner, and
 // stops them otherwise; a change of the jobs restarts the scheduler.
-func (m *DataManager) schedule(jobs []data.Job, runner bool) {
+func (m *DataManager) schedule(jobs []data.Job, runner bool, role string) {
 	key := ""
 	if runner {
 		key = fmt.Sprintf("%+v", jobs)
@@ -400,7 +404,8 @@ func (m *DataManager) schedule(jobs []data.Job, runner bool) {
 	}
 	m.jobsKey = key
 	if runner && len(jobs) > 0 {
-		s, err := data.NewScheduler(jobs, data.SchedulerOptions{Logger: m.log, MinBackoff: m.MinBackoff, OnEvent: m.backupEvent})
+		s, err := data.NewScheduler(jobs, data.SchedulerOptions{Logger: m.log, MinBackoff: m.MinBackoff, OnEvent: m.backupEvent,
+			MayRun: func() error { return m.stillRunner(role) }})
 		if err != nil {
 			m.log.Error("backup schedule", "err", err)
 			m.jobsKey = ""
@@ -683,4 +688,188 @@ func (m *DataManager) Close() {
 		sched.Stop()
 	}
 	m.wg.Wait()
+}
+
+// The backup runner of a role is the node the cluster log names under
+// RunnerKey(role) (cluster.Node.SetPrimary/Primary), not whoever the
+// node's own gossip view makes the lowest live slot: after a partition
+// two nodes can each see themselves as the lowest slot, but the log names
+// one. A node runs the schedule only while it has quorum and the applied
+// log names it; every attempt re-checks (data.SchedulerOptions.MayRun).
+// The lowest live slot in a node's own view claims the role; the leader
+// grants the claim only when the log names nobody, or a node that is not
+// alive in the leader's view, or a live node of a higher slot: in steady
+// state the lowest live slot runs the backups, and a node that merely
+// lost sight of the runner cannot take them over.
+
+// RunnerLog is what the choice of the backup runner needs of the control
+// plane (*cluster.Node).
+type RunnerLog interface {
+	Status() cluster.Status
+	Primary(key string) string
+	SetPrimary(key, node string) error
+}
+
+// RunnerKey is the key under which the log names role's backup runner.
+func RunnerKey(role string) string { return "backup-runner/" + role }
+
+// runnerApplied is how long a claim waits for the local log to name this
+// node.
+const runnerApplied = 3 * time.Second
+
+// backupRunner reports whether this node runs role's backups, claiming
+// the role in the log when it should.
+func (m *DataManager) backupRunner(ctx context.Context, role string, members []lang.Member) bool {
+	if m.Log == nil {
+		return isLowestSlot(members, m.id)
+	}
+	key := RunnerKey(role)
+	st := m.Log.Status()
+	if !st.Quorum || st.SelfFenced {
+		return false
+	}
+	named := m.Log.Primary(key)
+	if named == m.id.Name {
+		return true
+	}
+	if !isLowestSlot(members, m.id) {
+		return false
+	}
+	if err := m.claimRunner(ctx, key, st); err != nil {
+		m.log.Info("backup runner not claimed", "role", role, "named", named, "err", err)
+		return false
+	}
+	deadline := time.Now().Add(runnerApplied)
+	for m.Log.Primary(key) != m.id.Name {
+		if time.Now().After(deadline) {
+			return false // the next run looks again
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.log.Info("backup runner claimed in the cluster log", "role", role, "previous", named)
+	return true
+}
+
+// stillRunner is the scheduler's MayRun: nil while the applied log names
+// this node and it has quorum.
+func (m *DataManager) stillRunner(role string) error {
+	if m.Log == nil {
+		return nil
+	}
+	st := m.Log.Status()
+	if !st.Quorum || st.SelfFenced {
+		return errors.New("no quorum")
+	}
+	if named := m.Log.Primary(RunnerKey(role)); named != m.id.Name {
+		return fmt.Errorf("the cluster log names %q as the backup runner", named)
+	}
+	return nil
+}
+
+// aliveMember returns the member called name when it is alive.
+func aliveMember(ms []cluster.Member, name string) (cluster.Member, bool) {
+	for _, mb := range ms {
+		if mb.Name == name && mb.State == cluster.StateAlive {
+			return mb, true
+		}
+	}
+	return cluster.Member{}, false
+}
+
+// claimRunner asks the leader to name this node under key: directly on
+// the leader, else through the leader's POST /v1/backup-runner.
+func (m *DataManager) claimRunner(ctx context.Context, key string, st cluster.Status) error {
+	if st.IsLeader {
+		return claimOnLeader(m.Log, key, m.id.Name)
+	}
+	base := ""
+	if m.LeaderAPI != nil {
+		base = m.LeaderAPI()
+	}
+	if base == "" {
+		return errors.New("no leader to claim from")
+	}
+	b, err := json.Marshal(RunnerClaim{Key: key, Node: m.id.Name})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/backup-runner", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := m.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("claim at the leader %s: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// errRunnerHeld is returned by a claim while another live node is named.
+var errRunnerHeld = errors.New("held by a live node")
+
+// claimOnLeader names node under key unless a different node is named
+// that is alive in the leader's view and not of a higher slot than node.
+func claimOnLeader(l RunnerLog, key, node string) error {
+	cur := l.Primary(key)
+	if cur == node {
+		return nil
+	}
+	if cur != "" {
+		ms := l.Status().Members
+		held, alive := aliveMember(ms, cur)
+		claimant, ok := aliveMember(ms, node)
+		if alive && !(ok && claimant.Role == held.Role && claimant.Slot < held.Slot) {
+			return fmt.Errorf("%s: %w (%s)", key, errRunnerHeld, cur)
+		}
+	}
+	return l.SetPrimary(key, node)
+}
+
+// RunnerClaim is the body of POST /v1/backup-runner.
+type RunnerClaim struct {
+	Key  string `json:"key"`
+	Node string `json:"node"`
+}
+
+// serveClaimRunner is POST /v1/backup-runner: on the leader, name the
+// claiming node as a role's backup runner unless another live node is
+// named that is alive and not of a higher slot (409). 421 on a node that
+// is not the leader.
+func serveClaimRunner(c ControlPlane) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		l, ok := c.(RunnerLog)
+		if c == nil || !ok {
+			http.Error(w, "this node runs without the control plane", http.StatusNotFound)
+			return
+		}
+		var rc RunnerClaim
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxEventPost)).Decode(&rc); err != nil {
+			http.Error(w, "claim: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !strings.HasPrefix(rc.Key, RunnerKey("")) || rc.Node == "" {
+			http.Error(w, fmt.Sprintf("claim of %q by %q: want a backup-runner key and a node", rc.Key, rc.Node), http.StatusBadRequest)
+			return
+		}
+		if st := c.Status(); !st.IsLeader {
+			http.Error(w, "not the leader (leader: "+st.Leader+")", http.StatusMisdirectedRequest)
+			return
+		}
+		if err := claimOnLeader(l, rc.Key, rc.Node); errors.Is(err, errRunnerHeld) {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		} else if err != nil {
+			http.Error(w, "claim: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
 }

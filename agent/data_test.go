@@ -294,7 +294,9 @@ func startControlNode(t *testing.T, ca *cluster.CA, ring [][]byte, name string, 
 	t.Helper()
 	addr := fmt.Sprintf("127.%d.%d.%d", 100+rand.N(100), rand.N(250)+1, rand.N(250)+1)
 	cc := cluster.DefaultConfig()
-	cc.Name, cc.Role, cc.Slot, cc.Cluster = name, "lb", 1, "test"
+	role, slot, _ := strings.Cut(name, "-")
+	cc.Name, cc.Role, cc.Cluster = name, role, "test"
+	cc.Slot, _ = strconv.Atoi(slot)
 	cc.BindAddr = netip.MustParseAddr(addr)
 	cc.GossipPort, cc.RaftPort = 0, 0
 	cc.Keyring = ring
@@ -407,5 +409,78 @@ func TestLeaderAPIURL_SelfIsLeader_Empty(t *testing.T) {
 	waitFor(t, "lb-1 to lead", leader.IsLeader)
 	if u := leaderAPIURL(leader, 7480); u != "" {
 		t.Errorf("leaderAPIURL on the leader = %q, want \"\"", u)
+	}
+}
+
+// After a partition, mail-2 sees only itself and is the lowest live slot
+// in its own view; the cluster log names mail-1, which the leader sees
+// alive, so mail-2 does not run the backups. The lowest slot takes the
+// role from a higher one; a claim against a live lower slot is refused.
+func TestDataManager_BackupRunner_FollowsLog(t *testing.T) {
+	ctx := context.Background()
+	ca, err := cluster.GenerateCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := cluster.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The control plane: a one-voter cluster whose gossip member mail-1
+	// is alive. Both data managers read its log (each stands for its
+	// node's applied copy).
+	ctl := startControlNode(t, ca, ring, "mail-1", true)
+	waitFor(t, "quorum", func() bool { s := ctl.Status(); return s.IsLeader && s.Quorum })
+	lc := mailConfig("dir://" + filepath.Join(t.TempDir(), "backups"))
+	a := newDataNode(t, ca, 1, 1)
+	b := newDataNode(t, ca, 2, 1)
+	a.m.Log, b.m.Log = ctl, ctl
+	key := RunnerKey("mail")
+
+	// mail-2 first, alone in its view: the log names nobody, it claims.
+	if err := b.m.Prepare(ctx, lc, map[string][]lang.Member{"mail": {b.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Primary(key); got != "mail-2" || !b.status(t).BackupRunner {
+		t.Fatalf("log names %q, mail-2 runner %v; want mail-2 running", got, b.status(t).BackupRunner)
+	}
+	// mail-1, the lower slot, takes it over.
+	if err := a.m.Prepare(ctx, lc, map[string][]lang.Member{"mail": {a.member(), b.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Primary(key); got != "mail-1" || !a.status(t).BackupRunner {
+		t.Fatalf("log names %q, mail-1 runner %v; want mail-1 running", got, a.status(t).BackupRunner)
+	}
+	// mail-2 still sees only itself (a partition that healed for the
+	// leader, not yet for mail-2's gossip): it stops and cannot claim.
+	if err := b.m.Prepare(ctx, lc, map[string][]lang.Member{"mail": {b.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Primary(key); got != "mail-1" || b.status(t).BackupRunner {
+		t.Fatalf("log names %q, mail-2 runner %v; want mail-1 only", got, b.status(t).BackupRunner)
+	}
+	if err := b.m.stillRunner("mail"); err == nil {
+		t.Errorf("mail-2's scheduler would still run")
+	}
+
+	srv := httptest.NewServer(serveClaimRunner(ctl))
+	t.Cleanup(srv.Close)
+	post := func(rc RunnerClaim) int {
+		body, _ := json.Marshal(rc)
+		resp, err := http.Post(srv.URL+"/v1/backup-runner", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(RunnerClaim{Key: key, Node: "mail-2"}); code != http.StatusConflict {
+		t.Errorf("claim by mail-2 while mail-1 is alive = %d, want 409", code)
+	}
+	if code := post(RunnerClaim{Key: "vip/x", Node: "mail-2"}); code != http.StatusBadRequest {
+		t.Errorf("claim of a non-runner key = %d, want 400", code)
+	}
+	if code := post(RunnerClaim{Key: RunnerKey("web"), Node: "web-3"}); code != http.StatusNoContent || ctl.Primary(RunnerKey("web")) != "web-3" {
+		t.Errorf("claim of an unnamed role = %d (log %q), want 204 naming web-3", code, ctl.Primary(RunnerKey("web")))
 	}
 }
