@@ -107,6 +107,11 @@ type DataManager struct {
 	// backup runner (agent.New sets it); without it the lowest live slot
 	// in the node's own view runs the backups.
 	Log RunnerLog
+	// Retry, when set, asks for another Prepare soon (agent.New sets the
+	// agent's Notify): called, after runnerRetry, when this node should
+	// run its role's backups but the log could not name it yet (no quorum,
+	// no leader).
+	Retry func()
 	// MinBackoff is the first retry delay of a failed backup (default 5 s).
 	MinBackoff time.Duration
 	// PeerGrace is how long a rebuilt node (generation 2 and up) tries
@@ -714,8 +719,11 @@ type RunnerLog interface {
 func RunnerKey(role string) string { return "backup-runner/" + role }
 
 // runnerApplied is how long a claim waits for the local log to name this
-// node.
-const runnerApplied = 3 * time.Second
+// node; runnerRetry is when an unsettled claim is tried again.
+const (
+	runnerApplied = 3 * time.Second
+	runnerRetry   = 5 * time.Second
+)
 
 // backupRunner reports whether this node runs role's backups, claiming
 // the role in the log when it should.
@@ -725,24 +733,33 @@ func (m *DataManager) backupRunner(ctx context.Context, role string, members []l
 	}
 	key := RunnerKey(role)
 	st := m.Log.Status()
-	if !st.Quorum || st.SelfFenced {
-		return false
-	}
 	named := m.Log.Primary(key)
-	if named == m.id.Name {
+	if st.Quorum && !st.SelfFenced && named == m.id.Name {
 		return true
 	}
 	if !isLowestSlot(members, m.id) {
 		return false
 	}
+	retry := func() bool {
+		if m.Retry != nil {
+			time.AfterFunc(runnerRetry, m.Retry)
+		}
+		return false
+	}
+	if !st.Quorum || st.SelfFenced {
+		return retry()
+	}
 	if err := m.claimRunner(ctx, key, st); err != nil {
 		m.log.Info("backup runner not claimed", "role", role, "named", named, "err", err)
-		return false
+		if errors.Is(err, errRunnerHeld) {
+			return false // a live lower slot runs them
+		}
+		return retry()
 	}
 	deadline := time.Now().Add(runnerApplied)
 	for m.Log.Primary(key) != m.id.Name {
 		if time.Now().After(deadline) {
-			return false // the next run looks again
+			return retry()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -807,7 +824,11 @@ func (m *DataManager) claimRunner(ctx context.Context, key string, st cluster.St
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("claim at the leader %s: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+		err := fmt.Errorf("claim at the leader %s: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+		if resp.StatusCode == http.StatusConflict {
+			err = fmt.Errorf("%w: %w", errRunnerHeld, err)
+		}
+		return err
 	}
 	return nil
 }
