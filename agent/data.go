@@ -664,6 +664,13 @@ func (m *DataManager) Status() []DataStatus {
 	if sched == nil {
 		return out
 	}
+	if err := m.stillRunner(m.id.Role); err != nil {
+		// The log moved the schedule away since the last Prepare: its
+		// attempts are skipped until then.
+		for i := range out {
+			out[i].BackupRunner = false
+		}
+	}
 	jobs := sched.Status()
 	for i := range out {
 		for _, j := range jobs {

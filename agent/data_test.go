@@ -451,6 +451,9 @@ func TestDataManager_BackupRunner_FollowsLog(t *testing.T) {
 	if got := ctl.Primary(key); got != "mail-1" || !a.status(t).BackupRunner {
 		t.Fatalf("log names %q, mail-1 runner %v; want mail-1 running", got, a.status(t).BackupRunner)
 	}
+	if b.status(t).BackupRunner || b.m.stillRunner("mail") == nil {
+		t.Errorf("mail-2 still reports or may run the backups after mail-1 took them over")
+	}
 	// mail-2 still sees only itself (a partition that healed for the
 	// leader, not yet for mail-2's gossip): it stops and cannot claim.
 	if err := b.m.Prepare(ctx, lc, map[string][]lang.Member{"mail": {b.member()}}); err != nil {
