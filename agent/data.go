@@ -239,7 +239,8 @@ func (m *DataManager) Prepare(ctx context.Context, lc *lang.Config, members map[
 			jobs = append(jobs, j)
 		}
 	}
-	runner := len(waiting) == 0 && m.backupRunner(ctx, role.Name, members[role.Name])
+	// Only a role with backups has a runner to name in the log.
+	runner := len(waiting) == 0 && len(jobs) > 0 && m.backupRunner(ctx, role.Name, members[role.Name])
 	m.schedule(jobs, runner, role.Name)
 	if len(waiting) > 0 {
 		return fmt.Errorf("%w: %s", ErrDataNotReady, strings.Join(waiting, "; "))
