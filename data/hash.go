@@ -114,17 +114,27 @@ const (
 	writebackChunk = 8 << 20
 )
 
-// bufPool holds copyBufSize buffers (as *[]byte).
-var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+// smallBufSize is the buffer of content that fits in it (most files of
+// a mail or git directory), so small files never touch a large buffer.
+const smallBufSize = 64 << 10
+
+// bufPool and smallPool hold copyBufSize and smallBufSize buffers (as
+// *[]byte).
+var (
+	bufPool   = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+)
 
 func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
 func putBuf(b *[]byte) { bufPool.Put(b) }
 
 // copyHash copies r into w (a hash, usually) through a pooled buffer.
 func copyHash(w io.Writer, r io.Reader) (int64, error) {
-	b := getBuf()
-	defer putBuf(b)
-	return io.CopyBuffer(w, r, *b)
+	b := smallPool.Get().(*[]byte)
+	defer smallPool.Put(b)
+	// Hide a WriterTo (*os.File has one): it would allocate its own
+	// buffer instead of using b.
+	return io.CopyBuffer(w, struct{ io.Reader }{r}, *b)
 }
 
 // receive copies up to limit bytes of r to f (at its current offset, which
@@ -132,8 +142,12 @@ func copyHash(w io.Writer, r io.Reader) (int64, error) {
 // fsync f. Content that fits one buffer is copied and hashed inline.
 func receive(f *os.File, off int64, r io.Reader, limit int64, h hash.Hash) (int64, error) {
 	if limit <= copyBufSize {
-		bp := getBuf()
-		defer putBuf(bp)
+		pool := &bufPool
+		if limit <= smallBufSize {
+			pool = &smallPool
+		}
+		bp := pool.Get().(*[]byte)
+		defer pool.Put(bp)
 		n, err := io.ReadFull(r, (*bp)[:limit])
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			err = nil
