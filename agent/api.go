@@ -26,7 +26,8 @@ import (
 //	                  421 elsewhere
 //	POST /v1/backup-runner  on the leader: name a node as a role's backup
 //	                  runner in the log (RunnerClaim) unless another live
-//	                  node is named (409); 421 elsewhere
+//	                  node of a lower or equal slot is named (409); 421
+//	                  elsewhere
 //	POST /v1/apply    on the leader: converge to {"revision"} and stream the
 //	                  reconciler's progress as ApplyEvent lines (NDJSON);
 //	                  421 NotLeader elsewhere, 501 without a reconciler
@@ -35,8 +36,8 @@ import (
 // The API is unauthenticated and must only listen on the node's private
 // address: notify can only trigger a pull of signed configuration, status
 // carries no secrets, POST /v1/events can only add data events to the
-// history, and POST /v1/backup-runner can only move a role's backups to
-// another node while the named one is not alive.
+// history, and POST /v1/backup-runner can only move a role's backups away
+// from a named node that is dead or of a higher slot.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
