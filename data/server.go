@@ -277,27 +277,44 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	if err := s.checkNewer(dst, sp.mtime, sp.alg, sp.sum, sp.force); err != nil {
 		return err
 	}
-	pp, err := s.partialPath(sp.sum)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(pp), 0o700); err != nil {
-		return err
-	}
+	var f *os.File
 	if sp.resume && r.Method == http.MethodPut {
+		// A resumable upload keeps its partial file, named by content.
+		pp, err := s.partialPath(sp.sum)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(pp), 0o700); err != nil {
+			return err
+		}
 		// One resumable upload per content at a time.
 		if !s.lockHash(sp.sum) {
 			return httpError{http.StatusConflict, "upload of " + sp.sum + " in progress"}
 		}
 		defer s.unlockHash(sp.sum)
-	} else {
-		tf, err := os.CreateTemp(filepath.Dir(pp), "tmp-*")
-		if err != nil {
+		if f, err = os.OpenFile(pp, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 			return err
 		}
-		tf.Close()
-		pp, sp.offset = tf.Name(), 0
-		defer os.Remove(pp)
+	} else {
+		// Beside its destination: concurrent stores spread over the
+		// directories instead of all creating and renaming in one.
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return err
+		}
+		if f, err = os.CreateTemp(filepath.Dir(dst), internalPrefix+"recv-*"); err != nil {
+			return err
+		}
+		sp.offset = 0
+	}
+	pp := f.Name()
+	defer f.Close()
+	committed := false
+	if !sp.resume || r.Method != http.MethodPut {
+		defer func() {
+			if !committed {
+				os.Remove(pp)
+			}
+		}()
 	}
 	var body io.Reader = r.Body
 	if r.Method == http.MethodPost {
@@ -305,18 +322,13 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 		if err != nil {
 			return httpError{http.StatusBadRequest, "bad from"}
 		}
-		f, err := os.Open(src)
+		sf, err := os.Open(src)
 		if err != nil {
 			return httpError{http.StatusNotFound, sp.from + ": not found"}
 		}
-		defer f.Close()
-		body = f
+		defer sf.Close()
+		body = sf
 	}
-	f, err := os.OpenFile(pp, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	h, _ := newHash(sp.alg)
 	have, err := copyHash(h, io.LimitReader(f, sp.offset))
 	if err != nil {
@@ -361,6 +373,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	if err := os.Rename(pp, dst); err != nil {
 		return err
 	}
+	committed = true
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return err
 	}
