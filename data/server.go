@@ -38,8 +38,9 @@ import (
 // and read. A store names its digest as hash=ALG&sum=HEX, or as
 // sha256=HEX (older peers).
 //
-// A stored file is written to a partial file, checked against its digest
-// and size, fsynced, renamed into place and its directory fsynced before
+// A stored file is written to a temporary file beside its destination
+// (a resumable upload's partial file, see below), checked against its
+// digest and size, fsynced, renamed into place and its directory fsynced before
 // the reply: a 2xx means durable. Without force, a store or delete whose
 // mtime is older than the local file's is refused with 409 (last writer
 // wins). A resumable upload (resume=1, used for large files) cut short
