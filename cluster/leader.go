@@ -357,6 +357,22 @@ func (n *Node) fenceDead(ctx context.Context, r *raft.Raft, st State, members ma
 	}
 }
 
+// rebuiltMachine is the machine that a rebuild in the log cuts off for slot
+// name at generation gen, or "" when none names one.
+func rebuiltMachine(st State, name string, gen int) providers.MachineID {
+	for _, rb := range st.Rebuilds {
+		if rb.Name != name {
+			continue
+		}
+		for _, sr := range rb.Steps {
+			if sr.Step.Machine != "" && sr.MachineGeneration == gen {
+				return sr.Step.Machine
+			}
+		}
+	}
+	return ""
+}
+
 // holdsVIP reports whether the log names member generation m as a VIP holder.
 func holdsVIP(st State, m Member) bool {
 	for _, o := range st.VIPs {
@@ -398,6 +414,9 @@ func (n *Node) fence(ctx context.Context, r *raft.Raft, m Member, reason string)
 	rec := FenceRecord{Name: m.Name, Generation: m.Generation, By: n.cfg.Name, Reason: reason}
 	if mc == nil {
 		rec.Reason += "; machine is gone"
+		// A rebuild of the slot may have destroyed it before this fence
+		// looked: name the machine it cut off, so the history says which.
+		rec.Machine = string(rebuiltMachine(n.LogState(), m.Name, m.Generation))
 	} else {
 		rec.Machine = string(mc.ID)
 		if mc.State != providers.PowerOff {
