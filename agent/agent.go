@@ -188,6 +188,16 @@ func New(o Options) (*Agent, error) {
 			}
 		}
 	}
+	if o.Data != nil && o.Control != nil && o.Data.LeaderAPI == nil {
+		// A follower's data events reach the history through the leader.
+		o.Data.LeaderAPI = func() string { return leaderAPIURL(o.Control, cfg.APIPort) }
+	}
+	if rl, ok := o.Control.(RunnerLog); ok && o.Data != nil && o.Data.Log == nil {
+		o.Data.Log = rl // the log names each role's backup runner
+	}
+	if o.Data != nil && o.Data.Retry == nil {
+		o.Data.Retry = a.Notify
+	}
 	a.readState()
 	a.st = Status{Identity: a.id, Cluster: cfg.Cluster, LastGood: a.lastGood, Refused: []Refusal{}}
 	return a, nil

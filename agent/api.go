@@ -21,6 +21,13 @@ import (
 //	GET  /v1/cluster  the control plane as this node sees it (ClusterStatus);
 //	                  404 when the node runs without one
 //	GET  /v1/events   the cluster's history (ClusterEvent list)
+//	POST /v1/events   on the leader: append a data event another node
+//	                  forwards (EventPost; data-*/backup-* kinds only);
+//	                  421 elsewhere
+//	POST /v1/backup-runner  on the leader: name a node as a role's backup
+//	                  runner in the log (RunnerClaim) unless another live
+//	                  node of a lower or equal slot is named (409); 421
+//	                  elsewhere
 //	POST /v1/apply    on the leader: converge to {"revision"} and stream the
 //	                  reconciler's progress as ApplyEvent lines (NDJSON);
 //	                  421 NotLeader elsewhere, 501 without a reconciler
@@ -33,8 +40,10 @@ import (
 //	GET  /metrics     Prometheus metrics
 //
 // The API is unauthenticated and must only listen on the node's private
-// address: notify can only trigger a pull of signed configuration, and status
-// carries no secrets.
+// address: notify can only trigger a pull of signed configuration, status
+// carries no secrets, POST /v1/events can only add data events to the
+// history, and POST /v1/backup-runner can only move a role's backups away
+// from a named node that is dead or of a higher slot.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -90,6 +99,8 @@ func (a *Agent) Handler() http.Handler {
 		}
 		writeJSON(w, map[string]any{"events": NewClusterEvents(a.opts.Control.Events())})
 	})
+	mux.HandleFunc("POST /v1/events", serveRecordEvent(a.opts.Control))
+	mux.HandleFunc("POST /v1/backup-runner", serveClaimRunner(a.opts.Control))
 	mux.HandleFunc("POST /v1/apply", a.serveApply)
 	mux.HandleFunc("GET /v1/chaos", a.serveChaos)
 	mux.HandleFunc("POST /v1/chaos/schedule", a.serveChaosSchedule)

@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -92,8 +96,22 @@ type DataManager struct {
 	log            *slog.Logger
 	srvTLS, cliTLS *tls.Config
 	// Record, when set, also writes events to the cluster's history (the
-	// control plane; it may fail when this node is not the leader).
+	// control plane; it fails when this node is not the leader).
 	Record func(kind, node, msg string) error
+	// LeaderAPI, when set, returns the base URL of the raft leader's local
+	// API ("http://10.0.0.5:7480"), or "" when the leader is unknown or is
+	// this node. An event Record could not write is POSTed to the leader's
+	// /v1/events instead (agent.New sets it from the control plane).
+	LeaderAPI func() string
+	// Log, when set, is the control plane whose log names each role's
+	// backup runner (agent.New sets it); without it the lowest live slot
+	// in the node's own view runs the backups.
+	Log RunnerLog
+	// Retry, when set, asks for another Prepare soon (agent.New sets the
+	// agent's Notify): called, after runnerRetry, when this node should
+	// run its role's backups but the log could not name it yet (no quorum,
+	// no leader).
+	Retry func()
 	// MinBackoff is the first retry delay of a failed backup (default 5 s).
 	MinBackoff time.Duration
 	// PeerGrace is how long a rebuilt node (generation 2 and up) tries
@@ -105,6 +123,11 @@ type DataManager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// evq holds events on their way to the cluster history; one goroutine
+	// (deliverEvents) drains it, so a slow or absent leader never blocks
+	// the data path.
+	evq chan DataEvent
+	hc  *http.Client
 
 	// Owned by the Prepare goroutine.
 	blocks  map[string]*dataBlock
@@ -164,10 +187,14 @@ func NewDataManager(cfg Config, id Identity, log *slog.Logger) (*DataManager, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &DataManager{
+	m := &DataManager{
 		id: id, log: log.With("node", id.Name), srvTLS: st, cliTLS: ct, MinBackoff: 5 * time.Second, PeerGrace: 10 * time.Second,
 		ctx: ctx, cancel: cancel, blocks: map[string]*dataBlock{}, status: map[string]DataStatus{},
-	}, nil
+		evq: make(chan DataEvent, eventQueue), hc: &http.Client{Timeout: 5 * time.Second},
+	}
+	m.wg.Add(1)
+	go m.deliverEvents()
+	return m, nil
 }
 
 // Prepare makes the data of the node's role ready before converge. It
@@ -212,8 +239,9 @@ func (m *DataManager) Prepare(ctx context.Context, lc *lang.Config, members map[
 			jobs = append(jobs, j)
 		}
 	}
-	runner := len(waiting) == 0 && isLowestSlot(members[role.Name], m.id)
-	m.schedule(jobs, runner)
+	// Only a role with backups has a runner to name in the log.
+	runner := len(waiting) == 0 && len(jobs) > 0 && m.backupRunner(ctx, role.Name, members[role.Name])
+	m.schedule(jobs, runner, role.Name)
 	if len(waiting) > 0 {
 		return fmt.Errorf("%w: %s", ErrDataNotReady, strings.Join(waiting, "; "))
 	}
@@ -365,7 +393,7 @@ func isLowestSlot(members []lang.Member, self Identity) bool {
 
 // schedule runs the backup jobs on this node when it is the runner, and
 // stops them otherwise; a change of the jobs restarts the scheduler.
-func (m *DataManager) schedule(jobs []data.Job, runner bool) {
+func (m *DataManager) schedule(jobs []data.Job, runner bool, role string) {
 	key := ""
 	if runner {
 		key = fmt.Sprintf("%+v", jobs)
@@ -382,7 +410,8 @@ func (m *DataManager) schedule(jobs []data.Job, runner bool) {
 	}
 	m.jobsKey = key
 	if runner && len(jobs) > 0 {
-		s, err := data.NewScheduler(jobs, data.SchedulerOptions{Logger: m.log, MinBackoff: m.MinBackoff, OnEvent: m.backupEvent})
+		s, err := data.NewScheduler(jobs, data.SchedulerOptions{Logger: m.log, MinBackoff: m.MinBackoff, OnEvent: m.backupEvent,
+			MayRun: func() error { return m.stillRunner(role) }})
 		if err != nil {
 			m.log.Error("backup schedule", "err", err)
 			m.jobsKey = ""
@@ -449,7 +478,6 @@ func (m *DataManager) event(kind, name, msg string) {
 	if n := len(m.events); n > maxDataEvents {
 		m.events = append([]DataEvent{}, m.events[n-maxDataEvents:]...)
 	}
-	rec := m.Record
 	m.mu.Unlock()
 	if kind == data.EventBackupDone {
 		return // the scheduler logged it
@@ -457,13 +485,171 @@ func (m *DataManager) event(kind, name, msg string) {
 	if kind != data.EventBackupFailed {
 		m.log.Info(msg, "event", kind, "data", name)
 	}
-	if rec != nil {
-		go func() {
-			if err := rec(kind, m.id.Name, msg); err != nil {
-				m.log.Debug("event not in the cluster history", "event", kind, "err", err)
-			}
-		}()
+	select {
+	case m.evq <- e:
+	default:
+		m.log.Warn("data event not sent to the cluster history: queue full", "event", kind, "data", name)
 	}
+}
+
+// Delivery of data events to the cluster history: at most eventQueue
+// waiting, each tried recordAttempts times, recordBackoff doubling between
+// attempts (about 30 s in all), then dropped with a warning (it stays in
+// /v1/status and the log). Delivery is at least once: a POST whose answer
+// is lost is sent again.
+const (
+	eventQueue     = 64
+	recordAttempts = 5
+)
+
+var recordBackoff = time.Second
+
+// deliverEvents owns the delivery of queued events until Close.
+func (m *DataManager) deliverEvents() {
+	defer m.wg.Done()
+	for {
+		var e DataEvent
+		select {
+		case <-m.ctx.Done():
+			return
+		case e = <-m.evq:
+		}
+		wait := recordBackoff
+		for attempt := 1; ; attempt++ {
+			err := m.record(e)
+			if err == nil {
+				break
+			}
+			if attempt == recordAttempts {
+				m.log.Warn("data event not in the cluster history", "event", e.Kind, "data", e.Data, "attempts", attempt, "err", err)
+				break
+			}
+			m.log.Debug("data event not recorded yet", "event", e.Kind, "err", err)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait *= 2
+		}
+	}
+}
+
+// record writes e to the cluster history: through Record on the leader,
+// else by POSTing it to the leader's agent API.
+func (m *DataManager) record(e DataEvent) error {
+	if m.Record == nil && m.LeaderAPI == nil {
+		return nil // no control plane: the event stays local
+	}
+	var errs []error
+	if m.Record != nil {
+		err := m.Record(e.Kind, m.id.Name, e.Message)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if m.LeaderAPI != nil {
+		if base := m.LeaderAPI(); base == "" {
+			errs = append(errs, errors.New("no leader to forward to"))
+		} else if err := m.postEvent(base, e); err != nil {
+			errs = append(errs, err)
+		} else {
+			return nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// EventPost is the body of POST /v1/events: a data event of node for the
+// cluster history.
+type EventPost struct {
+	Kind    string `json:"kind"`
+	Node    string `json:"node"`
+	Message string `json:"message"`
+}
+
+func (m *DataManager) postEvent(base string, e DataEvent) error {
+	b, err := json.Marshal(EventPost{Kind: e.Kind, Node: m.id.Name, Message: e.Message})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/events", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := m.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("forward event to the leader: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("forward event to the leader %s: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// maxEventPost bounds the body of POST /v1/events.
+const maxEventPost = 8 << 10
+
+// EventRecorder is what POST /v1/events needs of the control plane
+// (*cluster.Node): Record appends to the replicated history and fails on a
+// node that is not the leader.
+type EventRecorder interface {
+	Record(kind, node, msg string) error
+}
+
+// serveRecordEvent is POST /v1/events: on the leader, append a data event
+// forwarded by another node (an EventPost) to the cluster history. Only
+// data kinds ("data-*", "backup-*") are accepted. 421 on a node that is
+// not the leader, 404 without a control plane.
+func serveRecordEvent(c ControlPlane) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec, ok := c.(EventRecorder)
+		if c == nil || !ok {
+			http.Error(w, "this node runs without the control plane", http.StatusNotFound)
+			return
+		}
+		var ev EventPost
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxEventPost)).Decode(&ev); err != nil {
+			http.Error(w, "event: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !strings.HasPrefix(ev.Kind, "data-") && !strings.HasPrefix(ev.Kind, "backup-") || ev.Node == "" {
+			http.Error(w, fmt.Sprintf("event kind %q from %q: only data events of a named node are accepted", ev.Kind, ev.Node), http.StatusBadRequest)
+			return
+		}
+		if st := c.Status(); !st.IsLeader {
+			http.Error(w, "not the leader (leader: "+st.Leader+")", http.StatusMisdirectedRequest)
+			return
+		}
+		if err := rec.Record(ev.Kind, ev.Node, ev.Message); err != nil {
+			http.Error(w, "record event: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// leaderAPIURL returns the base URL of the leader's local API as c sees
+// it (the leader's gossip address, API port port), or "" when the leader
+// is unknown, absent from the view, or c's own node.
+func leaderAPIURL(c ControlPlane, port int) string {
+	s := c.Status()
+	if s.Leader == "" || s.IsLeader {
+		return ""
+	}
+	name, gen, _ := strings.Cut(s.Leader, "@")
+	for _, mb := range s.Members {
+		if mb.Name == name && strconv.Itoa(mb.Generation) == gen && mb.Addr.IsValid() {
+			return "http://" + net.JoinHostPort(mb.Addr.Addr().String(), strconv.Itoa(port))
+		}
+	}
+	return ""
 }
 
 // Status returns every data block's status, with the backup jobs when
@@ -478,6 +664,13 @@ func (m *DataManager) Status() []DataStatus {
 	m.mu.Unlock()
 	if sched == nil {
 		return out
+	}
+	if err := m.stillRunner(m.id.Role); err != nil {
+		// The log moved the schedule away since the last Prepare: its
+		// attempts are skipped until then.
+		for i := range out {
+			out[i].BackupRunner = false
+		}
 	}
 	jobs := sched.Status()
 	for i := range out {
@@ -508,4 +701,204 @@ func (m *DataManager) Close() {
 		sched.Stop()
 	}
 	m.wg.Wait()
+}
+
+// The backup runner of a role is the node the cluster log names under
+// RunnerKey(role) (cluster.Node.SetPrimary/Primary), not whoever the
+// node's own gossip view makes the lowest live slot: after a partition
+// two nodes can each see themselves as the lowest slot, but the log names
+// one. A node runs the schedule only while it has quorum and the applied
+// log names it; every attempt re-checks (data.SchedulerOptions.MayRun).
+// The lowest live slot in a node's own view claims the role; the leader
+// grants the claim only when the log names nobody, or a node that is not
+// alive in the leader's view, or a live node of a higher slot: in steady
+// state the lowest live slot runs the backups, and a node that merely
+// lost sight of the runner cannot take them over.
+
+// RunnerLog is what the choice of the backup runner needs of the control
+// plane (*cluster.Node).
+type RunnerLog interface {
+	Status() cluster.Status
+	Primary(key string) string
+	SetPrimary(key, node string) error
+}
+
+// RunnerKey is the key under which the log names role's backup runner.
+func RunnerKey(role string) string { return "backup-runner/" + role }
+
+// runnerApplied is how long a claim waits for the local log to name this
+// node; runnerRetry is when an unsettled claim is tried again.
+const (
+	runnerApplied = 3 * time.Second
+	runnerRetry   = 5 * time.Second
+)
+
+// backupRunner reports whether this node runs role's backups, claiming
+// the role in the log when it should.
+func (m *DataManager) backupRunner(ctx context.Context, role string, members []lang.Member) bool {
+	if m.Log == nil {
+		return isLowestSlot(members, m.id)
+	}
+	key := RunnerKey(role)
+	st := m.Log.Status()
+	named := m.Log.Primary(key)
+	if st.Quorum && !st.SelfFenced && named == m.id.Name {
+		return true
+	}
+	if !isLowestSlot(members, m.id) {
+		return false
+	}
+	retry := func() bool {
+		if m.Retry != nil {
+			time.AfterFunc(runnerRetry, m.Retry)
+		}
+		return false
+	}
+	if !st.Quorum || st.SelfFenced {
+		return retry()
+	}
+	if err := m.claimRunner(ctx, key, st); err != nil {
+		m.log.Info("backup runner not claimed", "role", role, "named", named, "err", err)
+		if errors.Is(err, errRunnerHeld) {
+			return false // a live lower slot runs them
+		}
+		return retry()
+	}
+	deadline := time.Now().Add(runnerApplied)
+	for m.Log.Primary(key) != m.id.Name {
+		if time.Now().After(deadline) {
+			return retry()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.log.Info("backup runner claimed in the cluster log", "role", role, "previous", named)
+	return true
+}
+
+// stillRunner is the scheduler's MayRun: nil while the applied log names
+// this node and it has quorum.
+func (m *DataManager) stillRunner(role string) error {
+	if m.Log == nil {
+		return nil
+	}
+	st := m.Log.Status()
+	if !st.Quorum || st.SelfFenced {
+		return errors.New("no quorum")
+	}
+	if named := m.Log.Primary(RunnerKey(role)); named != m.id.Name {
+		return fmt.Errorf("the cluster log names %q as the backup runner", named)
+	}
+	return nil
+}
+
+// aliveMember returns the member called name when it is alive.
+func aliveMember(ms []cluster.Member, name string) (cluster.Member, bool) {
+	for _, mb := range ms {
+		if mb.Name == name && mb.State == cluster.StateAlive {
+			return mb, true
+		}
+	}
+	return cluster.Member{}, false
+}
+
+// claimRunner asks the leader to name this node under key: directly on
+// the leader, else through the leader's POST /v1/backup-runner.
+func (m *DataManager) claimRunner(ctx context.Context, key string, st cluster.Status) error {
+	if st.IsLeader {
+		return claimOnLeader(m.Log, key, m.id.Name)
+	}
+	base := ""
+	if m.LeaderAPI != nil {
+		base = m.LeaderAPI()
+	}
+	if base == "" {
+		return errors.New("no leader to claim from")
+	}
+	b, err := json.Marshal(RunnerClaim{Key: key, Node: m.id.Name})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/backup-runner", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := m.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		err := fmt.Errorf("claim at the leader %s: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+		if resp.StatusCode == http.StatusConflict {
+			err = fmt.Errorf("%w: %w", errRunnerHeld, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// errRunnerHeld is returned by a claim while another live node is named.
+var errRunnerHeld = errors.New("held by a live node")
+
+// claimOnLeader names node under key unless a different node is named
+// that is alive in the leader's view and not of a higher slot than node.
+func claimOnLeader(l RunnerLog, key, node string) error {
+	cur := l.Primary(key)
+	if cur == node {
+		return nil
+	}
+	if cur != "" {
+		ms := l.Status().Members
+		held, alive := aliveMember(ms, cur)
+		claimant, ok := aliveMember(ms, node)
+		if alive && !(ok && claimant.Role == held.Role && claimant.Slot < held.Slot) {
+			return fmt.Errorf("%s: %w (%s)", key, errRunnerHeld, cur)
+		}
+	}
+	return l.SetPrimary(key, node)
+}
+
+// RunnerClaim is the body of POST /v1/backup-runner.
+type RunnerClaim struct {
+	Key  string `json:"key"`
+	Node string `json:"node"`
+}
+
+// serveClaimRunner is POST /v1/backup-runner: on the leader, name the
+// claiming node as a role's backup runner unless another live node is
+// named that is alive and not of a higher slot (409). 421 on a node that
+// is not the leader.
+func serveClaimRunner(c ControlPlane) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		l, ok := c.(RunnerLog)
+		if c == nil || !ok {
+			http.Error(w, "this node runs without the control plane", http.StatusNotFound)
+			return
+		}
+		var rc RunnerClaim
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxEventPost)).Decode(&rc); err != nil {
+			http.Error(w, "claim: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !strings.HasPrefix(rc.Key, RunnerKey("")) || rc.Node == "" {
+			http.Error(w, fmt.Sprintf("claim of %q by %q: want a backup-runner key and a node", rc.Key, rc.Node), http.StatusBadRequest)
+			return
+		}
+		if st := c.Status(); !st.IsLeader {
+			http.Error(w, "not the leader (leader: "+st.Leader+")", http.StatusMisdirectedRequest)
+			return
+		}
+		if err := claimOnLeader(l, rc.Key, rc.Node); errors.Is(err, errRunnerHeld) {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		} else if err != nil {
+			http.Error(w, "claim: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
 }

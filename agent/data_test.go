@@ -1,16 +1,21 @@
 package agent
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,8 +260,12 @@ func TestDataManager_Prepare_CorruptBackupSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(content)
-	h := hex.EncodeToString(sum[:])
+	m, err := data.LoadManifest(ctx, tg, newest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := m.Lookup("new")
+	h := e.Sum
 	if err := os.WriteFile(filepath.Join(dirT, "objects", h[:2], h), []byte("bit rot"), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -274,5 +283,207 @@ func TestDataManager_Prepare_CorruptBackupSkipped(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(n.dir(), "old")); err != nil || string(b) != "kept" {
 		t.Errorf("old: %q, %v", b, err)
+	}
+}
+
+// startControlNode runs a real control-plane node (gossip + raft) on a
+// random loopback address. bootstrap makes it a single-voter cluster, so
+// it becomes the leader; without it the node never bootstraps and is
+// never the leader.
+func startControlNode(t *testing.T, ca *cluster.CA, ring [][]byte, name string, bootstrap bool) *cluster.Node {
+	t.Helper()
+	addr := fmt.Sprintf("127.%d.%d.%d", 100+rand.N(100), rand.N(250)+1, rand.N(250)+1)
+	cc := cluster.DefaultConfig()
+	role, slot, _ := strings.Cut(name, "-")
+	cc.Name, cc.Role, cc.Cluster = name, role, "test"
+	cc.Slot, _ = strconv.Atoi(slot)
+	cc.BindAddr = netip.MustParseAddr(addr)
+	cc.GossipPort, cc.RaftPort = 0, 0
+	cc.Keyring = ring
+	files, err := ca.Issue(name, net.ParseIP(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.TLS = files
+	cc.DataDir = t.TempDir()
+	cc.BootstrapExpect = 0
+	if bootstrap {
+		cc.BootstrapExpect = 1
+	}
+	n, err := cluster.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return n
+}
+
+func postEvent(t *testing.T, url string, ev EventPost) int {
+	t.Helper()
+	b, _ := json.Marshal(ev)
+	resp, err := http.Post(url+"/v1/events", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A data event on a node that is not the raft leader reaches the cluster
+// history through the leader's POST /v1/events, retried while the leader
+// is unknown; a follower refuses such a POST with 421.
+func TestDataManager_Events_FollowerForwardsToLeader(t *testing.T) {
+	old := recordBackoff
+	recordBackoff = 50 * time.Millisecond
+	t.Cleanup(func() { recordBackoff = old })
+	ca, err := cluster.GenerateCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := cluster.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := startControlNode(t, ca, ring, "lb-1", true)
+	follower := startControlNode(t, ca, ring, "lb-2", false)
+	waitFor(t, "lb-1 to lead its one-voter cluster", leader.IsLeader)
+	lsrv := httptest.NewServer(serveRecordEvent(leader))
+	t.Cleanup(lsrv.Close)
+	fsrv := httptest.NewServer(serveRecordEvent(follower))
+	t.Cleanup(fsrv.Close)
+
+	if code := postEvent(t, fsrv.URL, EventPost{Kind: data.EventBackupFailed, Node: "mail-9", Message: "x"}); code != http.StatusMisdirectedRequest {
+		t.Errorf("POST /v1/events on a follower = %d, want 421", code)
+	}
+	if code := postEvent(t, lsrv.URL, EventPost{Kind: "rebuild", Node: "mail-9", Message: "x"}); code != http.StatusBadRequest {
+		t.Errorf("POST of a non-data event = %d, want 400", code)
+	}
+
+	// mail-2's own Record is the follower's (not the leader: it fails);
+	// the leader is unknown for the first two attempts.
+	n := newDataNode(t, ca, 2, 1)
+	var asked atomic.Int32
+	n.m.Record = follower.Record
+	n.m.LeaderAPI = func() string {
+		if asked.Add(1) <= 2 {
+			return ""
+		}
+		return lsrv.URL
+	}
+	target := "dir://" + filepath.Join(t.TempDir(), "backups")
+	if err := n.m.Prepare(context.Background(), mailConfig(target), map[string][]lang.Member{"mail": {n.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "mail-2's data-restored event in the leader's history", func() bool {
+		for _, e := range leader.Events() {
+			if e.Kind == "data-restored" && e.Node == "mail-2" && strings.Contains(e.Message, "mail/maildir on mail-2") {
+				return true
+			}
+		}
+		return false
+	})
+	if asked.Load() < 3 {
+		t.Errorf("leader asked %d times, want the event retried until the leader was known", asked.Load())
+	}
+	for _, e := range follower.Events() {
+		if e.Kind == "data-restored" {
+			t.Errorf("the follower's own history holds %+v", e)
+		}
+	}
+}
+
+// leaderAPIURL finds the leader's address in the view; "" on the leader.
+func TestLeaderAPIURL_SelfIsLeader_Empty(t *testing.T) {
+	ca, err := cluster.GenerateCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := cluster.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := startControlNode(t, ca, ring, "lb-1", true)
+	waitFor(t, "lb-1 to lead", leader.IsLeader)
+	if u := leaderAPIURL(leader, 7480); u != "" {
+		t.Errorf("leaderAPIURL on the leader = %q, want \"\"", u)
+	}
+}
+
+// After a partition, mail-2 sees only itself and is the lowest live slot
+// in its own view; the cluster log names mail-1, which the leader sees
+// alive, so mail-2 does not run the backups. The lowest slot takes the
+// role from a higher one; a claim against a live lower slot is refused.
+func TestDataManager_BackupRunner_FollowsLog(t *testing.T) {
+	ctx := context.Background()
+	ca, err := cluster.GenerateCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := cluster.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The control plane: a one-voter cluster whose gossip member mail-1
+	// is alive. Both data managers read its log (each stands for its
+	// node's applied copy).
+	ctl := startControlNode(t, ca, ring, "mail-1", true)
+	waitFor(t, "quorum", func() bool { s := ctl.Status(); return s.IsLeader && s.Quorum })
+	lc := mailConfig("dir://" + filepath.Join(t.TempDir(), "backups"))
+	a := newDataNode(t, ca, 1, 1)
+	b := newDataNode(t, ca, 2, 1)
+	a.m.Log, b.m.Log = ctl, ctl
+	key := RunnerKey("mail")
+
+	// mail-2 first, alone in its view: the log names nobody, it claims.
+	if err := b.m.Prepare(ctx, lc, map[string][]lang.Member{"mail": {b.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Primary(key); got != "mail-2" || !b.status(t).BackupRunner {
+		t.Fatalf("log names %q, mail-2 runner %v; want mail-2 running", got, b.status(t).BackupRunner)
+	}
+	// mail-1, the lower slot, takes it over.
+	if err := a.m.Prepare(ctx, lc, map[string][]lang.Member{"mail": {a.member(), b.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Primary(key); got != "mail-1" || !a.status(t).BackupRunner {
+		t.Fatalf("log names %q, mail-1 runner %v; want mail-1 running", got, a.status(t).BackupRunner)
+	}
+	if b.status(t).BackupRunner || b.m.stillRunner("mail") == nil {
+		t.Errorf("mail-2 still reports or may run the backups after mail-1 took them over")
+	}
+	// mail-2 still sees only itself (a partition that healed for the
+	// leader, not yet for mail-2's gossip): it stops and cannot claim.
+	if err := b.m.Prepare(ctx, lc, map[string][]lang.Member{"mail": {b.member()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctl.Primary(key); got != "mail-1" || b.status(t).BackupRunner {
+		t.Fatalf("log names %q, mail-2 runner %v; want mail-1 only", got, b.status(t).BackupRunner)
+	}
+	if err := b.m.stillRunner("mail"); err == nil {
+		t.Errorf("mail-2's scheduler would still run")
+	}
+
+	srv := httptest.NewServer(serveClaimRunner(ctl))
+	t.Cleanup(srv.Close)
+	post := func(rc RunnerClaim) int {
+		body, _ := json.Marshal(rc)
+		resp, err := http.Post(srv.URL+"/v1/backup-runner", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(RunnerClaim{Key: key, Node: "mail-2"}); code != http.StatusConflict {
+		t.Errorf("claim by mail-2 while mail-1 is alive = %d, want 409", code)
+	}
+	if code := post(RunnerClaim{Key: "vip/x", Node: "mail-2"}); code != http.StatusBadRequest {
+		t.Errorf("claim of a non-runner key = %d, want 400", code)
+	}
+	if code := post(RunnerClaim{Key: RunnerKey("web"), Node: "web-3"}); code != http.StatusNoContent || ctl.Primary(RunnerKey("web")) != "web-3" {
+		t.Errorf("claim of an unnamed role = %d (log %q), want 204 naming web-3", code, ctl.Primary(RunnerKey("web")))
 	}
 }

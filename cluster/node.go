@@ -566,6 +566,16 @@ func (n *Node) SetPrimary(data, node string) error {
 	return n.apply(r, command{Op: opPrimary, Data: data, Node: node})
 }
 
+// Primary returns the node the applied log names for key (SetPrimary),
+// "" when none. On a follower it is the log as applied here, which may
+// lag the leader's a little, and is stale without quorum.
+func (n *Node) Primary(key string) string {
+	_, f := n.raft()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st.Primaries[key]
+}
+
 func (n *Node) stdLogger(name string) *log.Logger {
 	return log.New(levelWriter{n.log.With("lib", name)}, "", 0)
 }

@@ -3,7 +3,6 @@ package data
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,16 +18,20 @@ import (
 
 // Layout of a backup target:
 //
-//	objects/<h[0:2]>/<h>   file content, named by its SHA-256 h
-//	backups/<ID>.json      a manifest envelope (format, id, sha256, manifest)
+//	objects/<h[0:2]>/<h>   file content, named by its digest h (in the
+//	                       algorithm of the manifests that refer to it)
+//	backups/<ID>.json      a manifest envelope: format 2 {format, id, hash,
+//	                       sum, manifest}; format 1 {format, id, sha256,
+//	                       manifest}, SHA-256 throughout, still read
 const (
 	objectsPrefix = "objects/"
 	backupsPrefix = "backups/"
 	// idLayout formats a backup ID: its creation time in UTC. IDs sort in
 	// time order.
 	idLayout = "20060102T150405.000Z"
-	// manifestFormat is the version of the envelope.
-	manifestFormat = 1
+	// manifestFormat is the version of the envelope written: 2 names its
+	// hash algorithm; 1 (SHA-256 only) is still read.
+	manifestFormat = 2
 )
 
 // ErrCorrupt is wrapped by errors about a backup whose manifest or objects
@@ -36,11 +39,15 @@ const (
 var ErrCorrupt = errors.New("backup corrupt")
 
 // envelope is the stored form of a manifest: the manifest's JSON bytes and
-// their SHA-256, so a damaged manifest is detected before it is trusted.
+// their digest, so a damaged manifest is detected before it is trusted.
+// Format 2 has Hash (the algorithm of the envelope's Sum and of every
+// entry, equal to the manifest's Hash) and Sum; format 1 has SHA256.
 type envelope struct {
 	Format   int             `json:"format"`
 	ID       string          `json:"id"`
-	SHA256   string          `json:"sha256"`
+	SHA256   string          `json:"sha256,omitempty"`
+	Hash     string          `json:"hash,omitempty"`
+	Sum      string          `json:"sum,omitempty"`
 	Manifest json.RawMessage `json:"manifest"`
 }
 
@@ -113,10 +120,10 @@ func backupAt(ctx context.Context, dir string, t Target, at time.Time) (BackupIn
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if e.Type != TypeFile || have[e.SHA256] {
+		if e.Type != TypeFile || have[e.Sum] {
 			continue
 		}
-		n, err := uploadEntry(ctx, dir, t, e, have)
+		n, err := uploadEntry(ctx, dir, t, m.Alg(), e, have)
 		if err != nil {
 			return info, fmt.Errorf("backup %s to %s: %w", dir, t, err)
 		}
@@ -129,8 +136,11 @@ func backupAt(ctx context.Context, dir string, t Target, at time.Time) (BackupIn
 	if err != nil {
 		return info, err
 	}
-	sum := sha256.Sum256(raw)
-	env, err := json.Marshal(envelope{Format: manifestFormat, ID: info.ID, SHA256: hex.EncodeToString(sum[:]), Manifest: raw})
+	sum, err := sumBytes(m.Alg(), raw)
+	if err != nil {
+		return info, err
+	}
+	env, err := json.Marshal(envelope{Format: manifestFormat, ID: info.ID, Hash: m.Alg(), Sum: sum, Manifest: raw})
 	if err != nil {
 		return info, err
 	}
@@ -141,10 +151,11 @@ func backupAt(ctx context.Context, dir string, t Target, at time.Time) (BackupIn
 	return info, nil
 }
 
-// uploadEntry sends the content of one file entry, re-hashing the file
-// when it changed since the snapshot (the entry is updated). It returns
-// the bytes sent, or -1 when the (new) content was already present.
-func uploadEntry(ctx context.Context, dir string, t Target, e *Entry, have map[string]bool) (int64, error) {
+// uploadEntry sends the content of one file entry (hashed with alg),
+// re-hashing the file when it changed since the snapshot (the entry is
+// updated). It returns the bytes sent, or -1 when the (new) content was
+// already present.
+func uploadEntry(ctx context.Context, dir string, t Target, alg string, e *Entry, have map[string]bool) (int64, error) {
 	for range snapshotRetries {
 		p, err := localPath(dir, e.Path)
 		if err != nil {
@@ -154,17 +165,22 @@ func uploadEntry(ctx context.Context, dir string, t Target, e *Entry, have map[s
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", e.Path, err)
 		}
-		hr := &hashReader{r: f, h: sha256.New(), want: e.SHA256, size: e.Size}
-		err = t.Put(ctx, objectName(e.SHA256), hr)
+		h, err := newHash(alg)
+		if err != nil {
+			f.Close()
+			return 0, err
+		}
+		hr := &hashReader{r: f, h: h, want: e.Sum, size: e.Size}
+		err = t.Put(ctx, objectName(e.Sum), hr)
 		f.Close()
 		if err == nil {
-			have[e.SHA256] = true
+			have[e.Sum] = true
 			return e.Size, nil
 		}
 		if !errors.Is(err, errChanged) {
 			return 0, err
 		}
-		ne, ok, err := statEntry(p, e.Path)
+		ne, ok, err := statEntry(p, e.Path, alg)
 		if err != nil {
 			return 0, err
 		}
@@ -172,7 +188,7 @@ func uploadEntry(ctx context.Context, dir string, t Target, e *Entry, have map[s
 			return 0, fmt.Errorf("%s: removed during backup", e.Path)
 		}
 		*e = ne
-		if have[e.SHA256] {
+		if have[e.Sum] {
 			return -1, nil
 		}
 	}
@@ -222,15 +238,30 @@ func LoadManifest(ctx context.Context, t Target, id string) (Manifest, error) {
 	if err := json.Compact(&compact, env.Manifest); err != nil {
 		return m, fmt.Errorf("%s: backup %s: manifest: %w: %v", t, id, ErrCorrupt, err)
 	}
-	sum := sha256.Sum256(compact.Bytes())
-	if env.Format != manifestFormat || env.ID != id || hex.EncodeToString(sum[:]) != env.SHA256 {
+	var alg, want string
+	switch env.Format {
+	case 1:
+		alg, want = HashSHA256, env.SHA256
+	case 2:
+		alg, want = env.Hash, env.Sum
+	default:
+		return m, fmt.Errorf("%s: backup %s: unknown manifest format %d: %w", t, id, env.Format, ErrCorrupt)
+	}
+	sum, err := sumBytes(alg, compact.Bytes())
+	if err != nil {
+		return m, fmt.Errorf("%s: backup %s: manifest: %w: %v", t, id, ErrCorrupt, err)
+	}
+	if env.ID != id || sum != want {
 		return m, fmt.Errorf("%s: backup %s: manifest checksum or id mismatch: %w", t, id, ErrCorrupt)
 	}
 	if err := json.Unmarshal(env.Manifest, &m); err != nil {
 		return m, fmt.Errorf("%s: backup %s: manifest: %w: %v", t, id, ErrCorrupt, err)
 	}
+	if m.Alg() != alg {
+		return m, fmt.Errorf("%s: backup %s: manifest hashed with %s, envelope says %s: %w", t, id, m.Alg(), alg, ErrCorrupt)
+	}
 	for _, e := range m.Entries {
-		if e.Type == TypeFile && !validHash(e.SHA256) {
+		if e.Type == TypeFile && !validHash(e.Sum) {
 			return m, fmt.Errorf("%s: backup %s: %s: bad hash: %w", t, id, e.Path, ErrCorrupt)
 		}
 	}
@@ -295,7 +326,8 @@ type VerifyReport struct {
 	Manifest string `json:"manifest_error,omitempty"`
 }
 
-// Verify re-hashes every object backup id refers to against its manifest.
+// Verify re-hashes every object backup id refers to against its manifest
+// (in the manifest's hash algorithm).
 // Damage is reported in the VerifyReport (OK false); the error is for
 // failures to reach the target.
 func Verify(ctx context.Context, t Target, id string) (VerifyReport, error) {
@@ -318,7 +350,7 @@ func Verify(ctx context.Context, t Target, id string) (VerifyReport, error) {
 		size := objs[h]
 		r.Objects++
 		r.Bytes += size
-		ok, err := checkObject(ctx, t, h, size)
+		ok, err := checkObject(ctx, t, m.Alg(), h, size)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			r.Missing = append(r.Missing, h)
@@ -332,15 +364,18 @@ func Verify(ctx context.Context, t Target, id string) (VerifyReport, error) {
 	return r, nil
 }
 
-// checkObject reports whether object h has that size and hash.
-func checkObject(ctx context.Context, t Target, h string, size int64) (bool, error) {
+// checkObject reports whether object h has that size and digest under alg.
+func checkObject(ctx context.Context, t Target, alg, h string, size int64) (bool, error) {
+	hh, err := newHash(alg)
+	if err != nil {
+		return false, err
+	}
 	rc, err := t.Get(ctx, objectName(h))
 	if err != nil {
 		return false, err
 	}
 	defer rc.Close()
-	hh := sha256.New()
-	n, err := io.Copy(hh, ctxReader{ctx, rc})
+	n, err := copyHash(hh, ctxReader{ctx, rc})
 	if err != nil {
 		return false, fmt.Errorf("%s: read %s: %w", t, objectName(h), err)
 	}

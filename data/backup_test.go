@@ -140,7 +140,7 @@ func TestVerify_CorruptObject_RestoreSkips(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := m.Lookup("f")
-	obj := filepath.Join(store, filepath.FromSlash(objectName(e.SHA256)))
+	obj := filepath.Join(store, filepath.FromSlash(objectName(e.Sum)))
 	if err := os.WriteFile(obj, []byte("version 2!!"), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -149,8 +149,8 @@ func TestVerify_CorruptObject_RestoreSkips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vr.OK || !cmp.Equal(vr.Corrupt, []string{e.SHA256}) {
-		t.Errorf("verify newest = %+v, want corrupt object %s", vr, e.SHA256)
+	if vr.OK || !cmp.Equal(vr.Corrupt, []string{e.Sum}) {
+		t.Errorf("verify newest = %+v, want corrupt object %s", vr, e.Sum)
 	}
 	if vr, err := Verify(ctx, tg, old.ID); err != nil || !vr.OK {
 		t.Errorf("verify old = %+v, %v; want ok", vr, err)

@@ -3,7 +3,9 @@
 //
 // It owns:
 //
-//   - Snapshot: a consistent, hashed manifest of a directory tree;
+//   - Snapshot: a consistent, hashed manifest of a directory tree; the
+//     manifest names its hash algorithm (BLAKE2b-256 now, SHA-256 in
+//     manifests and backups written before, which are still read);
 //   - backups to a Target (dir:// or sftp://) as a checksummed JSON manifest
 //     plus content-addressed objects, so unchanged files are never uploaded
 //     twice; Verify, Restore (into a temporary directory, swapped in
@@ -20,8 +22,9 @@
 //     node: pull from a healthy replica, else restore the newest backup that
 //     verifies, else refuse unless the cluster is new.
 //
-// It does not own: deciding which node is a role's data primary or who its
-// peers are (the control plane passes a Peers function), certificates (the
+// It does not own: deciding which node is a role's data primary or backup
+// runner (the agent asks the cluster log; Scheduler's MayRun gate), or who
+// its peers are (the control plane passes a Peers function), certificates (the
 // caller passes TLS configurations built from the cluster CA, see
 // MutualTLS), when to bootstrap (the agent), or the interim replication of
 // the built-in mail and repo services (roles/serve). See docs/data.md for

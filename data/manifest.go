@@ -2,11 +2,9 @@ package data
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -37,9 +35,11 @@ type Entry struct {
 	// Path is slash-separated and relative to the snapshot root.
 	Path string `json:"path"`
 	Type string `json:"type"`
-	// Size and SHA256 (hex) are set for files.
-	Size   int64  `json:"size,omitempty"`
-	SHA256 string `json:"sha256,omitempty"`
+	// Size and Sum (hex digest in the manifest's Hash algorithm) are set
+	// for files. Manifests written before Hash existed carry Sum under
+	// "sha256" (read by UnmarshalJSON).
+	Size int64  `json:"size,omitempty"`
+	Sum  string `json:"sum,omitempty"`
 	// Mode holds the permission bits.
 	Mode  fs.FileMode `json:"mode"`
 	MTime time.Time   `json:"mtime"`
@@ -48,11 +48,17 @@ type Entry struct {
 }
 
 // Manifest describes a directory tree at one moment: every directory, file
-// and symlink, sorted by path, with the SHA-256 of every file.
+// and symlink, sorted by path, with the content hash of every file.
 type Manifest struct {
 	Created time.Time `json:"created"`
-	Entries []Entry   `json:"entries"`
+	// Hash is the algorithm of every Entry.Sum (HashBLAKE2b, HashSHA256);
+	// empty means SHA-256 (manifests written before the field existed).
+	Hash    string  `json:"hash,omitempty"`
+	Entries []Entry `json:"entries"`
 }
+
+// Alg returns the manifest's hash algorithm, SHA-256 when unset.
+func (m Manifest) Alg() string { return hashAlg(m.Hash) }
 
 // Files returns the number of regular files and their total size.
 func (m Manifest) Files() (n int, bytes int64) {
@@ -71,7 +77,7 @@ func (m Manifest) Objects() map[string]int64 {
 	out := map[string]int64{}
 	for _, e := range m.Entries {
 		if e.Type == TypeFile {
-			out[e.SHA256] = e.Size
+			out[e.Sum] = e.Size
 		}
 	}
 	return out
@@ -86,7 +92,7 @@ func (m Manifest) Lookup(path string) (Entry, bool) {
 	return Entry{}, false
 }
 
-// Snapshot walks dir and returns its manifest.
+// Snapshot walks dir and returns its manifest, hashed with DefaultHash.
 //
 // Consistency: every file is hashed and then stat-ed again; a file whose
 // size or modification time changed while it was read is read again (up to
@@ -97,13 +103,18 @@ func (m Manifest) Lookup(path string) (Entry, bool) {
 // Files whose names start with ".hactl-" are skipped, and so are sockets,
 // devices and pipes.
 func Snapshot(ctx context.Context, dir string) (Manifest, error) {
-	return snapshot(ctx, dir, nil)
+	return snapshot(ctx, dir, nil, DefaultHash)
 }
 
-// snapshot is Snapshot, reusing the hashes in c (when not nil) of files
-// whose size, mtime, inode and ctime are unchanged since they were hashed.
-func snapshot(ctx context.Context, dir string, c *hashCache) (Manifest, error) {
-	m := Manifest{Created: time.Now().UTC()}
+// snapshot is Snapshot with hash algorithm alg, reusing the hashes in c
+// (when not nil) of files whose size, mtime, inode and ctime are unchanged
+// since they were hashed.
+func snapshot(ctx context.Context, dir string, c *hashCache, alg string) (Manifest, error) {
+	alg = hashAlg(alg)
+	m := Manifest{Created: time.Now().UTC(), Hash: alg}
+	if !knownHash(alg) {
+		return m, fmt.Errorf("snapshot %s: unknown hash algorithm %q", dir, alg)
+	}
 	root, err := filepath.Abs(dir)
 	if err != nil {
 		return m, fmt.Errorf("snapshot %s: %w", dir, err)
@@ -135,7 +146,7 @@ func snapshot(ctx context.Context, dir string, c *hashCache) (Manifest, error) {
 		if err != nil {
 			return err
 		}
-		e, ok, err := c.entry(p, filepath.ToSlash(rel))
+		e, ok, err := c.entry(p, filepath.ToSlash(rel), alg)
 		if err != nil || !ok {
 			return err
 		}
@@ -150,9 +161,10 @@ func snapshot(ctx context.Context, dir string, c *hashCache) (Manifest, error) {
 	return m, nil
 }
 
-// statEntry builds the entry of one path; ok is false for types a
-// snapshot skips (and for a file that vanished meanwhile).
-func statEntry(p, rel string) (Entry, bool, error) {
+// statEntry builds the entry of one path, files hashed with alg; ok is
+// false for types a snapshot skips (and for a file that vanished
+// meanwhile).
+func statEntry(p, rel, alg string) (Entry, bool, error) {
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Entry{}, false, nil
@@ -171,7 +183,7 @@ func statEntry(p, rel string) (Entry, bool, error) {
 		}
 	case fi.Mode().IsRegular():
 		e.Type = TypeFile
-		return hashStable(p, e)
+		return hashStable(p, e, alg)
 	default:
 		return e, false, nil
 	}
@@ -179,7 +191,7 @@ func statEntry(p, rel string) (Entry, bool, error) {
 }
 
 // hashStable hashes the file at p and retries while it changes under us.
-func hashStable(p string, e Entry) (Entry, bool, error) {
+func hashStable(p string, e Entry, alg string) (Entry, bool, error) {
 	for range snapshotRetries {
 		before, err := os.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -188,7 +200,7 @@ func hashStable(p string, e Entry) (Entry, bool, error) {
 		if err != nil {
 			return e, false, err
 		}
-		sum, n, err := hashFile(p)
+		sum, n, err := hashFile(p, alg)
 		if errors.Is(err, fs.ErrNotExist) {
 			return e, false, nil
 		}
@@ -200,7 +212,7 @@ func hashStable(p string, e Entry) (Entry, bool, error) {
 			continue
 		}
 		if n == before.Size() && after.Size() == before.Size() && after.ModTime().Equal(before.ModTime()) && os.SameFile(before, after) {
-			e.Size, e.SHA256 = n, sum
+			e.Size, e.Sum = n, sum
 			e.Mode, e.MTime = after.Mode().Perm(), after.ModTime().UTC()
 			return e, true, nil
 		}
@@ -208,15 +220,19 @@ func hashStable(p string, e Entry) (Entry, bool, error) {
 	return e, false, fmt.Errorf("%s kept changing while it was read (%d attempts)", p, snapshotRetries)
 }
 
-// hashFile returns the hex SHA-256 and length of the file at p.
-func hashFile(p string) (string, int64, error) {
+// hashFile returns the hex digest under alg and the length of the file
+// at p.
+func hashFile(p, alg string) (string, int64, error) {
+	h, err := newHash(alg)
+	if err != nil {
+		return "", 0, err
+	}
 	f, err := os.Open(p)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := copyHash(h, f)
 	if err != nil {
 		return "", 0, err
 	}
@@ -233,7 +249,8 @@ func localPath(root, rel string) (string, error) {
 	return filepath.Join(root, p), nil
 }
 
-// validHash reports whether s looks like a hex SHA-256.
+// validHash reports whether s looks like a hex 256-bit digest (both
+// algorithms).
 func validHash(s string) bool {
 	if len(s) != 64 {
 		return false
@@ -256,6 +273,7 @@ type hashCache struct {
 }
 
 type cachedHash struct {
+	alg          string
 	size         int64
 	mtime, ctime int64
 	ino          uint64
@@ -274,29 +292,30 @@ func statKey(fi fs.FileInfo) (cachedHash, bool) {
 	return cachedHash{size: fi.Size(), mtime: fi.ModTime().UnixNano(), ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec, ino: st.Ino}, true
 }
 
-// entry is statEntry with the cache consulted and filled.
-func (c *hashCache) entry(p, rel string) (Entry, bool, error) {
+// entry is statEntry with the cache consulted and filled. The cache holds
+// one algorithm's hash per path; asking for another re-hashes.
+func (c *hashCache) entry(p, rel, alg string) (Entry, bool, error) {
 	if c == nil {
-		return statEntry(p, rel)
+		return statEntry(p, rel, alg)
 	}
 	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
 		if k, ok := statKey(fi); ok {
 			c.mu.Lock()
 			h, hit := c.m[rel]
 			c.mu.Unlock()
-			k.sum = h.sum
+			k.sum, k.alg = h.sum, alg
 			if hit && h == k && time.Since(time.Unix(0, k.ctime)) > racyWindow {
-				return Entry{Path: rel, Type: TypeFile, Size: k.size, SHA256: h.sum, Mode: fi.Mode().Perm(), MTime: fi.ModTime().UTC()}, true, nil
+				return Entry{Path: rel, Type: TypeFile, Size: k.size, Sum: h.sum, Mode: fi.Mode().Perm(), MTime: fi.ModTime().UTC()}, true, nil
 			}
 		}
 	}
-	e, ok, err := statEntry(p, rel)
+	e, ok, err := statEntry(p, rel, alg)
 	if err != nil || !ok || e.Type != TypeFile {
 		return e, ok, err
 	}
 	if fi, err := os.Lstat(p); err == nil {
 		if k, ok := statKey(fi); ok && k.size == e.Size && k.mtime == e.MTime.UnixNano() {
-			k.sum = e.SHA256
+			k.sum, k.alg = e.Sum, alg
 			c.mu.Lock()
 			c.m[rel] = k
 			c.mu.Unlock()

@@ -3,9 +3,7 @@ package data
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -155,8 +153,11 @@ func (r *Replicator) Write(ctx context.Context, relpath string, content []byte) 
 	if err != nil {
 		return fmt.Errorf("write %s: %w", relpath, err)
 	}
-	sum := sha256.Sum256(content)
-	e := Entry{Path: filepath.ToSlash(relpath), Type: TypeFile, Size: int64(len(content)), SHA256: hex.EncodeToString(sum[:]), Mode: 0o640, MTime: st.ModTime()}
+	sum, err := sumBytes(DefaultHash, content)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", relpath, err)
+	}
+	e := Entry{Path: filepath.ToSlash(relpath), Type: TypeFile, Size: int64(len(content)), Sum: sum, Mode: 0o640, MTime: st.ModTime()}
 
 	peers := r.o.Peers()
 	if len(peers) == 0 {
@@ -171,7 +172,7 @@ func (r *Replicator) Write(ctx context.Context, relpath string, content []byte) 
 			// Deliveries outlive a caller that returns after the first ack.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.Timeout)
 			defer cancel()
-			err := r.store(dctx, addr, e, bytes.NewReader(content), 0, true)
+			err := r.store(dctx, addr, DefaultHash, e, bytes.NewReader(content), 0, true)
 			if err != nil {
 				err = fmt.Errorf("replica %s: %w", p, err)
 			}
@@ -201,12 +202,24 @@ func (r *Replicator) Write(ctx context.Context, relpath string, content []byte) 
 	return fmt.Errorf("write %s: %w: %w", relpath, ErrNoReplica, errors.Join(errs...))
 }
 
-// store sends one file to a peer. force skips the peer's last-writer-wins
-// check (sync writes). A 409 from the peer (its copy is newer) is
-// errPeerNewer.
-func (r *Replicator) store(ctx context.Context, addr string, e Entry, body io.Reader, offset int64, force bool) error {
+// sumParams sets the digest parameters of a store: hash=&sum=, or
+// sha256= alone for SHA-256 (which peers older than the hash parameter
+// understand).
+func sumParams(q url.Values, alg, sum string) {
+	if hashAlg(alg) == HashSHA256 {
+		q.Set("sha256", sum)
+		return
+	}
+	q.Set("hash", alg)
+	q.Set("sum", sum)
+}
+
+// store sends one file, whose Sum is under alg, to a peer. force skips
+// the peer's last-writer-wins check (sync writes). A 409 from the peer
+// (its copy is newer) is errPeerNewer.
+func (r *Replicator) store(ctx context.Context, addr, alg string, e Entry, body io.Reader, offset int64, force bool) error {
 	q := url.Values{}
-	q.Set("sha256", e.SHA256)
+	sumParams(q, alg, e.Sum)
 	q.Set("size", strconv.FormatInt(e.Size, 10))
 	q.Set("mode", strconv.FormatUint(uint64(e.Mode.Perm()), 8))
 	q.Set("mtime", strconv.FormatInt(e.MTime.UnixNano(), 10))
@@ -249,10 +262,12 @@ func fileURL(addr, prefix, rel string) string {
 	return u.String()
 }
 
-// fetchManifest returns a peer's manifest.
-func fetchManifest(ctx context.Context, hc *http.Client, addr string) (Manifest, error) {
+// fetchManifest returns a peer's manifest, asking for hash algorithm alg.
+// A peer older than the algorithm parameter ignores it and answers with
+// SHA-256 (Manifest.Alg says which it is).
+func fetchManifest(ctx context.Context, hc *http.Client, addr, alg string) (Manifest, error) {
 	var m Manifest
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/v1/manifest", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/v1/manifest?hash="+url.QueryEscape(alg), nil)
 	if err != nil {
 		return m, err
 	}
@@ -286,19 +301,30 @@ type PushStats struct {
 func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 	var ps PushStats
 	_, addr := peerAddr(peer)
-	local, err := snapshot(ctx, r.o.Dir, r.cache)
+	local, err := snapshot(ctx, r.o.Dir, r.cache, DefaultHash)
 	if err != nil {
 		return ps, err
 	}
 	r.noteDeletions(local)
-	remote, err := fetchManifest(ctx, r.hc, addr)
+	remote, err := fetchManifest(ctx, r.hc, addr, DefaultHash)
 	if err != nil {
 		return ps, fmt.Errorf("push to %s: %w", peer, err)
+	}
+	alg := remote.Alg()
+	if alg != local.Alg() {
+		// An older peer hashes with SHA-256 only: compare and send in its
+		// algorithm.
+		if !knownHash(alg) {
+			return ps, fmt.Errorf("push to %s: peer hashes with unknown algorithm %q", peer, alg)
+		}
+		if local, err = snapshot(ctx, r.o.Dir, r.cache, alg); err != nil {
+			return ps, err
+		}
 	}
 	remoteByHash := map[string]string{}
 	for _, e := range remote.Entries {
 		if e.Type == TypeFile {
-			remoteByHash[e.SHA256] = e.Path
+			remoteByHash[e.Sum] = e.Path
 		}
 	}
 	// Plan: one upload per content; other paths with that content are
@@ -309,17 +335,17 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		if e.Type != TypeFile {
 			continue
 		}
-		if re, ok := remote.Lookup(e.Path); ok && re.Type == TypeFile && (re.SHA256 == e.SHA256 || newer(re, e)) {
-			if re.SHA256 != e.SHA256 {
+		if re, ok := remote.Lookup(e.Path); ok && re.Type == TypeFile && (re.Sum == e.Sum || newer(re, e)) {
+			if re.Sum != e.Sum {
 				ps.Skipped++
 			}
 			continue
 		}
-		if _, ok := remoteByHash[e.SHA256]; ok || planned[e.SHA256] {
+		if _, ok := remoteByHash[e.Sum]; ok || planned[e.Sum] {
 			copies = append(copies, e)
 			continue
 		}
-		planned[e.SHA256] = true
+		planned[e.Sum] = true
 		uploads = append(uploads, e)
 	}
 	var mu sync.Mutex
@@ -356,13 +382,13 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		close(work)
 		wg.Wait()
 	}
-	run(uploads, func(e Entry) (int64, error) { return r.upload(ctx, addr, e) }, &ps.Sent)
+	run(uploads, func(e Entry) (int64, error) { return r.upload(ctx, addr, alg, e) }, &ps.Sent)
 	run(copies, func(e Entry) (int64, error) {
-		from, ok := remoteByHash[e.SHA256]
+		from, ok := remoteByHash[e.Sum]
 		if !ok {
-			from = pathOfHash(uploads, e.SHA256)
+			from = pathOfHash(uploads, e.Sum)
 		}
-		return 0, r.copyOnPeer(ctx, addr, e, from)
+		return 0, r.copyOnPeer(ctx, addr, alg, e, from)
 	}, &ps.Copied)
 	for p, when := range r.tombstones() {
 		re, ok := remote.Lookup(p)
@@ -398,12 +424,12 @@ func newer(a, b Entry) bool {
 	if !a.MTime.Equal(b.MTime) {
 		return a.MTime.After(b.MTime)
 	}
-	return a.SHA256 > b.SHA256
+	return a.Sum > b.Sum
 }
 
 func pathOfHash(list []Entry, h string) string {
 	for _, e := range list {
-		if e.SHA256 == h {
+		if e.Sum == h {
 			return e.Path
 		}
 	}
@@ -411,7 +437,7 @@ func pathOfHash(list []Entry, h string) string {
 }
 
 // upload sends a file, resuming a large one the peer has partly received.
-func (r *Replicator) upload(ctx context.Context, addr string, e Entry) (int64, error) {
+func (r *Replicator) upload(ctx context.Context, addr, alg string, e Entry) (int64, error) {
 	p, err := localPath(r.o.Dir, e.Path)
 	if err != nil {
 		return 0, err
@@ -423,7 +449,7 @@ func (r *Replicator) upload(ctx context.Context, addr string, e Entry) (int64, e
 	defer f.Close()
 	var offset int64
 	if e.Size >= resumeThreshold {
-		offset = r.partialSize(ctx, addr, e.SHA256)
+		offset = r.partialSize(ctx, addr, e.Sum)
 		if offset > e.Size {
 			offset = 0
 		}
@@ -433,7 +459,7 @@ func (r *Replicator) upload(ctx context.Context, addr string, e Entry) (int64, e
 	}
 	// The peer checks the hash: a file that changed since the snapshot is
 	// refused (422) and sent again on the next round.
-	err = r.store(ctx, addr, e, io.LimitReader(f, e.Size-offset), offset, false)
+	err = r.store(ctx, addr, alg, e, io.LimitReader(f, e.Size-offset), offset, false)
 	return e.Size - offset, err
 }
 
@@ -452,10 +478,10 @@ func (r *Replicator) partialSize(ctx context.Context, addr, sum string) int64 {
 	return n
 }
 
-func (r *Replicator) copyOnPeer(ctx context.Context, addr string, e Entry, from string) error {
+func (r *Replicator) copyOnPeer(ctx context.Context, addr, alg string, e Entry, from string) error {
 	q := url.Values{}
 	q.Set("from", from)
-	q.Set("sha256", e.SHA256)
+	sumParams(q, alg, e.Sum)
 	q.Set("size", strconv.FormatInt(e.Size, 10))
 	q.Set("mode", strconv.FormatUint(uint64(e.Mode.Perm()), 8))
 	q.Set("mtime", strconv.FormatInt(e.MTime.UnixNano(), 10))
@@ -580,7 +606,7 @@ func Pull(ctx context.Context, tc *tls.Config, peer, dir string) (Manifest, erro
 	defer hc.CloseIdleConnections()
 	var last error
 	for range 3 {
-		m, err := fetchManifest(ctx, hc, addr)
+		m, err := fetchManifest(ctx, hc, addr, DefaultHash)
 		if err != nil {
 			return m, fmt.Errorf("pull from %s: %w", peer, err)
 		}

@@ -233,7 +233,7 @@ func TestPush_ResumesPartialUpload(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(b.dir, partialDir), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(b.dir, partialDir, e.SHA256), []byte(content[:half]), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(b.dir, partialDir, e.Sum), []byte(content[:half]), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := NewReplicator(ReplicatorOptions{Dir: a.dir, TLS: a.client})

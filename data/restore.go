@@ -2,7 +2,6 @@ package data
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -84,7 +83,7 @@ func Restore(ctx context.Context, t Target, o RestoreOptions) (RestoreReport, er
 		m, err := LoadManifest(ctx, t, id)
 		if err == nil {
 			fetch := func(ctx context.Context, e Entry) (io.ReadCloser, error) {
-				return t.Get(ctx, objectName(e.SHA256))
+				return t.Get(ctx, objectName(e.Sum))
 			}
 			err = materialize(ctx, m, o.Dir, fetch)
 		}
@@ -111,7 +110,7 @@ type fetchFunc func(ctx context.Context, e Entry) (io.ReadCloser, error)
 // materialize builds the tree m describes in a temporary directory beside
 // dir, with content from fetch checked against each entry's hash, and
 // swaps it in for dir. Content already present in dir under the same hash
-// is copied locally instead of fetched.
+// is copied locally instead of fetched. Hashes are in m's algorithm.
 func materialize(ctx context.Context, m Manifest, dir string, fetch fetchFunc) error {
 	dir = filepath.Clean(dir)
 	parent := filepath.Dir(dir)
@@ -122,11 +121,15 @@ func materialize(ctx context.Context, m Manifest, dir string, fetch fetchFunc) e
 	if st, err := os.Stat(dir); err == nil {
 		mode = st.Mode().Perm()
 	}
+	alg := m.Alg()
+	if !knownHash(alg) {
+		return fmt.Errorf("manifest hashed with unknown algorithm %q: %w", alg, ErrCorrupt)
+	}
 	local := map[string]string{} // hash -> path of a verified copy
-	if old, err := Snapshot(ctx, dir); err == nil {
+	if old, err := snapshot(ctx, dir, nil, alg); err == nil {
 		for _, e := range old.Entries {
 			if e.Type == TypeFile {
-				local[e.SHA256] = filepath.Join(dir, filepath.FromSlash(e.Path))
+				local[e.Sum] = filepath.Join(dir, filepath.FromSlash(e.Path))
 			}
 		}
 	}
@@ -161,10 +164,10 @@ func materialize(ctx context.Context, m Manifest, dir string, fetch fetchFunc) e
 				return err
 			}
 		case TypeFile:
-			if err := placeFile(ctx, p, e, local, fetch); err != nil {
+			if err := placeFile(ctx, p, alg, e, local, fetch); err != nil {
 				return err
 			}
-			local[e.SHA256] = p
+			local[e.Sum] = p
 		}
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
@@ -185,10 +188,10 @@ func materialize(ctx context.Context, m Manifest, dir string, fetch fetchFunc) e
 
 // placeFile writes one file entry at p: copied from a local file with the
 // same hash when there is one, else fetched; always verified and fsynced.
-func placeFile(ctx context.Context, p string, e Entry, local map[string]string, fetch fetchFunc) error {
-	if src, ok := local[e.SHA256]; ok {
+func placeFile(ctx context.Context, p, alg string, e Entry, local map[string]string, fetch fetchFunc) error {
+	if src, ok := local[e.Sum]; ok {
 		if f, err := os.Open(src); err == nil {
-			err = writeVerified(p, f, e)
+			err = writeVerified(p, f, alg, e)
 			f.Close()
 			if err == nil {
 				return nil
@@ -200,17 +203,22 @@ func placeFile(ctx context.Context, p string, e Entry, local map[string]string, 
 		return fmt.Errorf("%s: %w", e.Path, err)
 	}
 	defer rc.Close()
-	return writeVerified(p, ctxReader{ctx, rc}, e)
+	return writeVerified(p, ctxReader{ctx, rc}, alg, e)
 }
 
-// writeVerified writes r to p, fsyncs it, and checks size and hash.
-func writeVerified(p string, r io.Reader, e Entry) error {
+// writeVerified writes r to p, fsyncs it, and checks size and digest
+// (under alg).
+func writeVerified(p string, r io.Reader, alg string, e Entry) error {
+	h, err := newHash(alg)
+	if err != nil {
+		return err
+	}
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), r)
+	// One byte more than expected, to notice content that is too long.
+	n, err := receive(f, 0, r, e.Size+1, h)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -220,8 +228,8 @@ func writeVerified(p string, r io.Reader, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", e.Path, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); n != e.Size || got != e.SHA256 {
-		return fmt.Errorf("%s: content is %d bytes sha256 %s, want %d bytes %s: %w", e.Path, n, got, e.Size, e.SHA256, ErrCorrupt)
+	if got := hex.EncodeToString(h.Sum(nil)); n != e.Size || got != e.Sum {
+		return fmt.Errorf("%s: content is %d bytes %s %s, want %d bytes %s: %w", e.Path, n, alg, got, e.Size, e.Sum, ErrCorrupt)
 	}
 	if err := os.Chmod(p, e.Mode); err != nil {
 		return err

@@ -72,6 +72,8 @@ type JobStatus struct {
 	// Failures counts consecutive failed attempts.
 	Failures int       `json:"failures"`
 	NextRun  time.Time `json:"next_run"`
+	// Skipped counts attempts MayRun refused.
+	Skipped int `json:"skipped,omitempty"`
 }
 
 // SchedulerOptions tune a Scheduler.
@@ -87,6 +89,11 @@ type SchedulerOptions struct {
 	Timeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// MayRun, when set, is asked right before every attempt; an error
+	// skips the attempt (no backup, no retention, no failure event; the
+	// job waits for its next time). The agent uses it to re-check that the
+	// cluster log still names this node as the role's backup runner.
+	MayRun func() error
 }
 
 // Scheduler runs backup jobs on their schedules. Each job has one
@@ -220,6 +227,13 @@ func (s *Scheduler) loop(ctx context.Context, js *jobState) {
 		}
 		backoff := s.o.MinBackoff
 		for {
+			if s.o.MayRun != nil {
+				if err := s.o.MayRun(); err != nil {
+					s.o.Logger.Info("backup skipped", "job", js.job.Name, "reason", err)
+					js.update(func(st *JobStatus) { st.Skipped++ })
+					break
+				}
+			}
 			err := s.runOnce(ctx, js)
 			if err == nil || ctx.Err() != nil {
 				break

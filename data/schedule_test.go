@@ -2,8 +2,11 @@ package data
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -98,4 +101,35 @@ func TestNewScheduler_BadSchedule(t *testing.T) {
 	if err == nil {
 		t.Fatal("bad schedule accepted")
 	}
+}
+
+// MayRun is asked before every attempt: refused, nothing is written to
+// the target and no failure is reported; allowed again, the next run backs
+// up.
+func TestScheduler_MayRun_SkipsAttempt(t *testing.T) {
+	store := t.TempDir()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"f": "x"})
+	var log eventLog
+	var allowed atomic.Bool
+	job := Job{Name: "mail/maildir/offsite", Dir: dir, Schedule: "@every 1h", Target: "dir://" + store}
+	s, err := NewScheduler([]Job{job}, SchedulerOptions{OnEvent: log.add, MayRun: func() error {
+		if !allowed.Load() {
+			return errors.New("the log names mail-2")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(context.Background())
+	t.Cleanup(s.Stop)
+	s.RunNow(job.Name)
+	waitFor(t, "the attempt to be skipped", func() bool { return s.Status()[0].Skipped == 1 })
+	if ents, _ := os.ReadDir(store); len(ents) != 0 || log.has(EventBackupFailed) || log.has(EventBackupDone) {
+		t.Fatalf("a refused attempt wrote %d entries to the target / emitted events %+v", len(ents), log.ev)
+	}
+	allowed.Store(true)
+	s.RunNow(job.Name)
+	waitFor(t, "a backup once allowed", func() bool { return log.has(EventBackupDone) })
 }

@@ -2,7 +2,6 @@ package data
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -24,22 +23,29 @@ import (
 // Replication protocol (HTTP/1.1 or HTTP/2 over mutual TLS), served by
 // Server on every replica of a data directory:
 //
-//	GET    /v1/manifest              the replica's current Manifest (JSON)
+//	GET    /v1/manifest[?hash=ALG]   the replica's current Manifest (JSON)
 //	GET    /v1/file/<path>           a file's content
-//	GET    /v1/partial/<sha256>      bytes already received of an upload
-//	PUT    /v1/file/<path>?sha256=&size=&mode=&mtime=[&offset=&resume=1][&force=1]
+//	GET    /v1/partial/<sum>         bytes already received of an upload
+//	PUT    /v1/file/<path>?hash=&sum=&size=&mode=&mtime=[&offset=&resume=1][&force=1]
 //	                                 store a file (body from offset)
-//	POST   /v1/copy/<path>?from=&sha256=&size=&mode=&mtime=[&force=1]
+//	POST   /v1/copy/<path>?from=&hash=&sum=&size=&mode=&mtime=[&force=1]
 //	                                 store a file from a local copy
 //	DELETE /v1/file/<path>?mtime=    delete, unless the local file is newer
 //
-// A stored file is written to a partial file, checked against sha256 and
-// size, fsynced, renamed into place and its directory fsynced before the
-// reply: a 2xx means durable. Without force, a store or delete whose mtime
-// is older than the local file's is refused with 409 (last writer wins).
-// A resumable upload (resume=1, used for large files) cut short keeps its
-// partial file, named by content hash; a retry asks /v1/partial/<sha256>
-// and sends only the rest from that offset.
+// Hash algorithms: the manifest is hashed with ALG (HashBLAKE2b or
+// HashSHA256). Without ?hash= it is SHA-256, with digests under the
+// "sha256" key, which is what peers older than the algorithm field ask for
+// and read. A store names its digest as hash=ALG&sum=HEX, or as
+// sha256=HEX (older peers).
+//
+// A stored file is written to a temporary file beside its destination
+// (a resumable upload's partial file, see below), checked against its
+// digest and size, fsynced, renamed into place and its directory fsynced before
+// the reply: a 2xx means durable. Without force, a store or delete whose
+// mtime is older than the local file's is refused with 409 (last writer
+// wins). A resumable upload (resume=1, used for large files) cut short
+// keeps its partial file, named by content digest; a retry asks
+// /v1/partial/<sum> and sends only the rest from that offset.
 const partialDir = internalPrefix + "partial"
 
 // Server serves one data directory to its peers.
@@ -146,11 +152,18 @@ type httpError struct {
 func (e httpError) Error() string { return e.msg }
 
 func (s *Server) manifest(w http.ResponseWriter, r *http.Request) error {
-	m, err := snapshot(r.Context(), s.dir, s.cache)
+	alg := r.URL.Query().Get("hash")
+	if alg != "" && !knownHash(alg) {
+		return httpError{http.StatusBadRequest, fmt.Sprintf("unknown hash algorithm %q", alg)}
+	}
+	m, err := snapshot(r.Context(), s.dir, s.cache, alg)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if alg == "" {
+		return json.NewEncoder(w).Encode(legacyManifest(m))
+	}
 	return json.NewEncoder(w).Encode(m)
 }
 
@@ -186,7 +199,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, rel string) error {
 
 func (s *Server) partialPath(sum string) (string, error) {
 	if !validHash(sum) {
-		return "", httpError{http.StatusBadRequest, "bad sha256"}
+		return "", httpError{http.StatusBadRequest, "bad content digest"}
 	}
 	return filepath.Join(s.dir, partialDir, sum), nil
 }
@@ -207,6 +220,7 @@ func (s *Server) partial(w http.ResponseWriter, sum string) error {
 // storeParams are the query parameters of a store.
 type storeParams struct {
 	rel, sum string
+	alg      string
 	size     int64
 	mode     fs.FileMode
 	mtime    time.Time
@@ -218,14 +232,20 @@ type storeParams struct {
 
 func parseStore(r *http.Request, rel string) (storeParams, error) {
 	q := r.URL.Query()
-	sp := storeParams{rel: rel, sum: q.Get("sha256"), force: q.Get("force") == "1", resume: q.Get("resume") == "1", from: q.Get("from")}
+	sp := storeParams{rel: rel, alg: hashAlg(q.Get("hash")), sum: q.Get("sum"), force: q.Get("force") == "1", resume: q.Get("resume") == "1", from: q.Get("from")}
+	if sp.sum == "" && q.Get("hash") == "" {
+		sp.sum = q.Get("sha256") // older peers
+	}
 	var err error
 	bad := func(what string) error { return httpError{http.StatusBadRequest, "bad " + what} }
 	if _, err = localPath("/", rel); err != nil || strings.HasPrefix(rel, internalPrefix) || strings.Contains("/"+rel, "/"+internalPrefix) {
 		return sp, bad("path")
 	}
+	if !knownHash(sp.alg) {
+		return sp, bad("hash algorithm")
+	}
 	if !validHash(sp.sum) {
-		return sp, bad("sha256")
+		return sp, bad("content digest")
 	}
 	if sp.size, err = strconv.ParseInt(q.Get("size"), 10, 64); err != nil || sp.size < 0 {
 		return sp, bad("size")
@@ -255,30 +275,47 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 		return err
 	}
 	dst, _ := localPath(s.dir, rel)
-	if err := s.checkNewer(dst, sp.mtime, sp.sum, sp.force); err != nil {
+	if err := s.checkNewer(dst, sp.mtime, sp.alg, sp.sum, sp.force); err != nil {
 		return err
 	}
-	pp, err := s.partialPath(sp.sum)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(pp), 0o700); err != nil {
-		return err
-	}
+	var f *os.File
 	if sp.resume && r.Method == http.MethodPut {
+		// A resumable upload keeps its partial file, named by content.
+		pp, err := s.partialPath(sp.sum)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(pp), 0o700); err != nil {
+			return err
+		}
 		// One resumable upload per content at a time.
 		if !s.lockHash(sp.sum) {
 			return httpError{http.StatusConflict, "upload of " + sp.sum + " in progress"}
 		}
 		defer s.unlockHash(sp.sum)
-	} else {
-		tf, err := os.CreateTemp(filepath.Dir(pp), "tmp-*")
-		if err != nil {
+		if f, err = os.OpenFile(pp, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 			return err
 		}
-		tf.Close()
-		pp, sp.offset = tf.Name(), 0
-		defer os.Remove(pp)
+	} else {
+		// Beside its destination: concurrent stores spread over the
+		// directories instead of all creating and renaming in one.
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return err
+		}
+		if f, err = os.CreateTemp(filepath.Dir(dst), internalPrefix+"recv-*"); err != nil {
+			return err
+		}
+		sp.offset = 0
+	}
+	pp := f.Name()
+	defer f.Close()
+	committed := false
+	if !sp.resume || r.Method != http.MethodPut {
+		defer func() {
+			if !committed {
+				os.Remove(pp)
+			}
+		}()
 	}
 	var body io.Reader = r.Body
 	if r.Method == http.MethodPost {
@@ -286,20 +323,15 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 		if err != nil {
 			return httpError{http.StatusBadRequest, "bad from"}
 		}
-		f, err := os.Open(src)
+		sf, err := os.Open(src)
 		if err != nil {
 			return httpError{http.StatusNotFound, sp.from + ": not found"}
 		}
-		defer f.Close()
-		body = f
+		defer sf.Close()
+		body = sf
 	}
-	f, err := os.OpenFile(pp, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := sha256.New()
-	have, err := io.Copy(h, io.LimitReader(f, sp.offset))
+	h, _ := newHash(sp.alg)
+	have, err := copyHash(h, io.LimitReader(f, sp.offset))
 	if err != nil {
 		return err
 	}
@@ -309,13 +341,14 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	if err := f.Truncate(sp.offset); err != nil {
 		return err
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, sp.size-sp.offset+1))
+	// One byte more than expected, to notice a body that is too long.
+	n, err := receive(f, sp.offset, body, sp.size-sp.offset+1, h)
 	if err != nil {
 		return fmt.Errorf("receive %s: %w (kept %d bytes to resume)", rel, err, sp.offset+n)
 	}
 	if total := sp.offset + n; total != sp.size || hex.EncodeToString(h.Sum(nil)) != sp.sum {
 		os.Remove(pp)
-		return httpError{http.StatusUnprocessableEntity, fmt.Sprintf("%s: received %d bytes that do not match sha256 %s size %d", rel, total, sp.sum, sp.size)}
+		return httpError{http.StatusUnprocessableEntity, fmt.Sprintf("%s: received %d bytes that do not match %s %s size %d", rel, total, sp.alg, sp.sum, sp.size)}
 	}
 	if err := f.Chmod(sp.mode); err != nil {
 		return err
@@ -334,13 +367,14 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkNewer(dst, sp.mtime, sp.sum, sp.force); err != nil {
+	if err := s.checkNewer(dst, sp.mtime, sp.alg, sp.sum, sp.force); err != nil {
 		os.Remove(pp)
 		return err
 	}
 	if err := os.Rename(pp, dst); err != nil {
 		return err
 	}
+	committed = true
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return err
 	}
@@ -348,10 +382,10 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	return nil
 }
 
-// checkNewer refuses (409) a store of content sum with mtime when dst
-// holds a newer version (later mtime; on equal mtimes, the larger hash
-// wins, so both sides agree), or was deleted here later.
-func (s *Server) checkNewer(dst string, mtime time.Time, sum string, force bool) error {
+// checkNewer refuses (409) a store of content sum (under alg) with mtime
+// when dst holds a newer version (later mtime; on equal mtimes, the larger
+// digest wins, so both sides agree), or was deleted here later.
+func (s *Server) checkNewer(dst string, mtime time.Time, alg, sum string, force bool) error {
 	if force {
 		return nil
 	}
@@ -360,7 +394,7 @@ func (s *Server) checkNewer(dst string, mtime time.Time, sum string, force bool)
 		return httpError{http.StatusConflict, "local copy is newer"}
 	}
 	if err == nil && sum != "" && st.ModTime().Equal(mtime) {
-		if h, _, err := hashFile(dst); err == nil && h >= sum {
+		if h, _, err := hashFile(dst, alg); err == nil && h >= sum {
 			return httpError{http.StatusConflict, "local copy wins the tie"}
 		}
 	}
@@ -384,7 +418,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, rel string) erro
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkNewer(p, time.Unix(0, ns), "", false); err != nil {
+	if err := s.checkNewer(p, time.Unix(0, ns), "", "", false); err != nil {
 		return err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -56,13 +56,7 @@ func applyThroughLeader(ctx context.Context, w *workspace, obs []plan.Observed, 
 	}
 	leader := cs.Leader
 	for attempt := 0; ; attempt++ {
-		name, _, _ := strings.Cut(leader, "@")
-		addr := ""
-		for _, o := range obs {
-			if o.Machine.Name == name && o.Machine.Address != "" && o.Machine.State == providers.PowerOn {
-				addr = o.Machine.Address
-			}
-		}
+		addr := leaderAddress(obs, leader)
 		if addr == "" {
 			// A leader exists but cannot be reached: executing here could
 			// race it, so stop.
@@ -99,7 +93,7 @@ func applyThroughLeader(ctx context.Context, w *workspace, obs []plan.Observed, 
 			return nil, fmt.Errorf("leader %s refused the apply: %s: %s", leader, resp.Status, strings.TrimSpace(b.String()))
 		}
 		if !g.jsonOut {
-			fmt.Fprintf(g.stdout, "\nHanding the plan to the cluster's leader %s (%s); its reconciler executes it.\n", name, addr)
+			fmt.Fprintf(g.stdout, "\nHanding the plan to the cluster's leader %s (%s); its reconciler executes it.\n", strings.Split(leader, "@")[0], addr)
 		}
 		err = followApply(g, resp, leader)
 		resp.Body.Close()
@@ -193,4 +187,17 @@ func describeApplyEvent(ev agent.ApplyEvent) string {
 		msg += ": " + ev.Message
 	}
 	return msg
+}
+
+// leaderAddress is the address of the running machine of leader
+// ("name@generation") in the inventory, or "" when it has none.
+func leaderAddress(obs []plan.Observed, leader string) string {
+	name, _, _ := strings.Cut(leader, "@")
+	addr := ""
+	for _, o := range obs {
+		if o.Machine.Name == name && o.Machine.Address != "" && o.Machine.State == providers.PowerOn {
+			addr = o.Machine.Address
+		}
+	}
+	return addr
 }

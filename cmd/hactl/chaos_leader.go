@@ -88,13 +88,7 @@ func chaosToLeader(ctx context.Context, obs []plan.Observed, method, path string
 	}
 	client := &http.Client{Timeout: 15 * time.Second}
 	for attempt := 0; ; attempt++ {
-		name, _, _ := strings.Cut(leader, "@")
-		addr := ""
-		for _, o := range obs {
-			if o.Machine.Name == name && o.Machine.Address != "" && o.Machine.State == providers.PowerOn {
-				addr = o.Machine.Address
-			}
-		}
+		addr := leaderAddress(obs, leader)
 		if addr == "" {
 			return nil, leader, fmt.Errorf("the cluster's leader %s has no running machine with an address in the inventory", leader)
 		}

@@ -268,6 +268,27 @@ func TestE2E_Blog_MailData_RebuildRestoreBackup(t *testing.T) {
 	if d1.Restore.Kind != data.SourceReplica || d1.Restore.Peer != "mail-2" {
 		t.Errorf("rebuilt mail-1 restored from %+v, want the replica mail-2", d1.Restore)
 	}
+	// Its restore reaches the cluster history even when mail-1 is not the
+	// raft leader (a follower forwards it to the leader's agent API).
+	waitFor(t, 60*time.Second, "mail-1's data-restored event in hactl events", func() (bool, string) {
+		var evs struct {
+			Node   string
+			Events []struct{ Kind, Node, Message string }
+		}
+		out, code := e.run("events", "-json", e.config)
+		if err := json.Unmarshal([]byte(out), &evs); code != 0 || err != nil {
+			return false, fmt.Sprintf("events -json: exit %d, %v", code, err)
+		}
+		for _, ev := range evs.Events {
+			// The rebuild's own restore (generation 1 may also have come
+			// from mail-2, with another file count).
+			if ev.Kind == "data-restored" && ev.Node == "mail-1" && strings.HasSuffix(ev.Message, fmt.Sprintf("from replica mail-2, %d files", d1.Restore.Files)) {
+				t.Logf("in hactl events (from %s; leader %s): %s", evs.Node, e.status().Control.Leader, ev.Message)
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events, none a data-restored of mail-1 from mail-2", len(evs.Events))
+	})
 	addrMu.Lock()
 	addrs[0] = mail1.Address
 	addrMu.Unlock()

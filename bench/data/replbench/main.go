@@ -8,6 +8,8 @@
 //	replbench pull SRC DST       bootstrap DST from a replica serving SRC
 //	replbench backup SRC STORE   back SRC up to dir://STORE
 //	replbench restore STORE DST  restore the newest backup at dir://STORE
+//
+// REPLBENCH_CPUPROFILE=FILE writes a CPU profile of the run to FILE.
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/hactl/hactl/cluster"
@@ -29,9 +32,22 @@ func main() {
 		os.Exit(2)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if p := os.Getenv("REPLBENCH_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "replbench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "replbench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	if err := run(os.Args[1], os.Args[2], os.Args[3]); err != nil {
 		fmt.Fprintln(os.Stderr, "replbench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	fmt.Printf("%s %.3fs\n", os.Args[1], time.Since(start).Seconds())
