@@ -246,6 +246,14 @@ func (c *Config) validate() error {
 	if c.Tick <= 0 || c.ProbeInterval <= 0 || c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
 		errs = append(errs, errors.New("tick, probe interval and raft timeouts must be positive"))
 	}
+	// raft.NewRaft refuses these, but only when Run starts raft, after
+	// the agent has begun without a control plane: refuse them here.
+	if c.ElectionTimeout < c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("raft election timeout %s is shorter than the heartbeat timeout %s", c.ElectionTimeout, c.HeartbeatTimeout))
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("raft leader lease timeout %s is longer than the heartbeat timeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
+	}
 	if c.MaxVoters < 1 {
 		errs = append(errs, errors.New("max voters must be at least 1"))
 	}

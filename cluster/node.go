@@ -520,8 +520,13 @@ func (n *Node) maybeBootstrap(r *raft.Raft) {
 	n.updateMeta(func(m *nodeMeta) { m.Formed = true })
 }
 
-// apply proposes one command through the log (leader only).
+// apply proposes one command through the log (leader only). r is nil
+// until Run has started raft: the agent may record an event (its data
+// restored at first boot) before that, and gets ErrNotLeader, not a panic.
 func (n *Node) apply(r *raft.Raft, c command) error {
+	if r == nil {
+		return fmt.Errorf("node %s: %s command before raft started: %w", n.cfg.Name, c.Op, ErrNotLeader)
+	}
 	c.By = n.cfg.Name
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()

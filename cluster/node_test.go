@@ -3,10 +3,12 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +128,56 @@ func TestConfig_Validate(t *testing.T) {
 	c := DefaultConfig()
 	if err := c.validate(); err == nil {
 		t.Fatal("empty identity and secrets accepted")
+	}
+}
+
+func TestConfig_Validate_RaftTimings(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name                string
+		heartbeat, election time.Duration
+		lease               time.Duration
+		wantErr             string
+	}{
+		{"defaults", time.Second, time.Second, 500 * time.Millisecond, ""},
+		{"heartbeat above election", 2 * time.Second, time.Second, 500 * time.Millisecond, "election timeout 1s is shorter than the heartbeat timeout 2s"},
+		{"lease above heartbeat", time.Second, time.Second, 2 * time.Second, "leader lease timeout 2s is longer than the heartbeat timeout 1s"},
+		{"both slower", 2 * time.Second, 2 * time.Second, 500 * time.Millisecond, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.fastConfig("web-1", "web", 1, 1)
+			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = tc.heartbeat, tc.election, tc.lease
+			err := c.validate()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("validate() = %v, want nil", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("validate() = %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// A node's agent may record an event (its data restored at first boot)
+// before Run has started raft: that must fail with ErrNotLeader, not
+// panic and take the agent down (mail and repo nodes never became healthy).
+func TestNode_Record_BeforeRaftStarted(t *testing.T) {
+	e := newEnv(t)
+	n, err := New(e.fastConfig("repo-1", "repo", 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Run with a done context releases what New bound.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = n.Run(ctx)
+	})
+	if err := n.Record("data-restored", "repo-1", "repo/git on repo-1 from empty (new cluster)"); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Record before Run = %v, want ErrNotLeader", err)
+	}
+	if err := n.SetPrimary("repo/git", "repo-1"); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("SetPrimary before Run = %v, want ErrNotLeader", err)
 	}
 }
 
