@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/hactl/hactl/agent"
 	"github.com/hactl/hactl/plan"
+	"github.com/hactl/hactl/providers"
 	"github.com/spf13/cobra"
 )
 
@@ -19,8 +21,8 @@ func newEventsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events [DIR]",
 		Short: "Show the cluster's history: elections, fences, rebuilds, VIP moves",
-		Long: `Events asks the first healthy node of the cluster in DIR (default ".") for
-the control plane's history: the replicated log's events (bootstrap, leader
+		Long: `Events asks the raft leader of the cluster in DIR (default "."), else the
+first healthy node that answers, for the control plane's history: the replicated log's events (bootstrap, leader
 changes, voter changes, fences, rebuilds, VIP owners) merged with that node's
 own decisions taken without the log (self-fence, refusals), oldest first.`,
 		Args: cobra.MaximumNArgs(1),
@@ -66,9 +68,17 @@ own decisions taken without the log (self-fence, refusals), oldest first.`,
 	return cmd
 }
 
-// clusterEvents asks the agents of passing nodes, in order, for /v1/events.
+// clusterEvents asks the raft leader's agent for /v1/events first (its log
+// is complete; a node rebuilt a moment ago may not have caught up yet), then
+// the agents of the other passing nodes, in order.
 func clusterEvents(ctx context.Context, obs []plan.Observed) (string, []agent.ClusterEvent, error) {
 	client := &http.Client{Timeout: 2 * time.Second}
+	if _, cs := controlStatus(ctx, obs); cs != nil && cs.Leader != "" {
+		if addr := leaderAddress(obs, cs.Leader); addr != "" {
+			name, _, _ := strings.Cut(cs.Leader, "@")
+			obs = append([]plan.Observed{{Machine: providers.Machine{Name: name, Address: addr}, Health: plan.HealthPassing}}, obs...)
+		}
+	}
 	for _, o := range obs {
 		if o.Health != plan.HealthPassing || o.Machine.Address == "" {
 			continue
