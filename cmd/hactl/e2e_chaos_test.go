@@ -33,7 +33,7 @@ func TestE2E_Blog_ChaosStage1_ObjectivesHold(t *testing.T) {
 
 	token := filepath.Join(e.state, "blog", "secrets", "cluster.token")
 	reportDir := filepath.Join(t.TempDir(), "report")
-	out, code := e.run("chaos", "run", e.config, "-json",
+	rep, out, code := e.chaosRun(
 		"--stage", "1", "--rounds", "5", "--seed", "7",
 		"--baseline", "1s", "--round-timeout", "90s",
 		"--probe", "http=http://"+addr+"/",
@@ -42,13 +42,6 @@ func TestE2E_Blog_ChaosStage1_ObjectivesHold(t *testing.T) {
 		"--marker", "smtp={mail}:2525,http://{mail}:8025/messages,"+token+",editor@blog.local",
 		"--marker", "git=http://{repo}:8090/blog.git,"+token,
 		"--report", reportDir)
-	var rep chaos.Report
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("chaos run -json (exit %d): %v\n%s", code, err, out)
-	}
-	for _, r := range rep.Results {
-		t.Logf("%s: %s (objective %s) pass=%v", r.Name, r.Measured, r.Objective, r.Pass)
-	}
 	if code != 0 || !rep.Pass {
 		t.Errorf("chaos run: exit %d, pass %v; want 0, true", code, rep.Pass)
 	}
@@ -294,4 +287,20 @@ func TestE2E_Blog_ChaosSchedule_UnderLeader(t *testing.T) {
 			t.Errorf("scheduled run's report: %v, %+v", err, rep.Rounds)
 		}
 	}
+}
+
+// chaosRun runs `hactl chaos run DIR -json ARGS...`, decodes its report
+// (failing the test when it cannot), logs each objective's result, and
+// returns the report, the raw output and the exit status.
+func (e *e2e) chaosRun(args ...string) (chaos.Report, string, int) {
+	e.t.Helper()
+	out, code := e.run(append([]string{"chaos", "run", e.config, "-json"}, args...)...)
+	var rep chaos.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		e.t.Fatalf("chaos run -json (exit %d): %v\n%s", code, err, out)
+	}
+	for _, r := range rep.Results {
+		e.t.Logf("%s: %s (objective %s) pass=%v", r.Name, r.Measured, r.Objective, r.Pass)
+	}
+	return rep, out, code
 }

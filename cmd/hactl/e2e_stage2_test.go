@@ -144,20 +144,13 @@ func TestE2E_Blog_ChaosStage2_WholeAgainFromBackups(t *testing.T) {
 	// Stage 2: all but one node at once. chaos writes its own markers just
 	// before the fault (after the backup): those may be lost.
 	reportDir := filepath.Join(t.TempDir(), "report")
-	out, code := e.run("chaos", "run", e.config, "-json",
+	rep, out, _ := e.chaosRun(
 		"--stage", "2", "--rounds", "1", "--seed", fmt.Sprint(stage2Seed),
 		"--baseline", "1s", "--round-timeout", "4m",
 		"--probe", "http=http://"+addr+"/",
 		"--marker", "smtp={mail}:2525,http://{mail}:8025/messages,"+token+",editor@blog.local",
 		"--marker", "git=http://{repo}:8090/blog.git,"+token,
 		"--report", reportDir)
-	var rep chaos.Report
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("chaos run -json (exit %d): %v\n%s", code, err, out)
-	}
-	for _, r := range rep.Results {
-		t.Logf("%s: %s (objective %s) pass=%v", r.Name, r.Measured, r.Objective, r.Pass)
-	}
 	if rep.Stage != 2 || len(rep.Rounds) != 1 {
 		t.Fatalf("report: stage %d, %d rounds (refused %q); want stage 2, one round", rep.Stage, len(rep.Rounds), rep.Refused)
 	}
