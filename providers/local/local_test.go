@@ -1090,6 +1090,27 @@ func TestProvider_EnsurePair_SameNameTwoStateDirs(t *testing.T) {
 	if got != pairAt(hashPair(cl)) {
 		t.Errorf("after the owner's cluster was removed, got 127.%d.%d, want the hashed pair 127.%d.%d back", got.A, got.B, pairAt(hashPair(cl)).A, pairAt(hashPair(cl)).B)
 	}
+	// Claims whose state directory is gone are pruned at the next
+	// allocation; the live ones stay.
+	if err := os.RemoveAll(ps[1-first].clusterDir(cl)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p3.ensurePair(t.Context(), uniqueCluster(t)); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(claimsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "127.") {
+			claims = append(claims, e.Name())
+		}
+	}
+	if len(claims) != 2 {
+		t.Errorf("claims after pruning = %v, want the two of p3's live clusters", claims)
+	}
 }
 
 // The hooks another provider (lab) builds on: Type and FirstOctet shape

@@ -179,7 +179,34 @@ func (p *Provider) openClaims(ctx context.Context) (*pairClaims, func()) {
 	if err != nil {
 		return nil, func() {}
 	}
-	return &pairClaims{dir: claimsDir}, unlock
+	pc := &pairClaims{dir: claimsDir}
+	pc.prune()
+	return pc, unlock
+}
+
+// prune removes the claims whose owner's net.json is gone (its state
+// directory was deleted, as every test's temporary one is), so the claims
+// directory holds about as many files as there are live clusters instead
+// of one per pair ever allocated. Best effort; used under the claims lock.
+func (pc *pairClaims) prune() {
+	ents, err := os.ReadDir(pc.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "127.") {
+			continue
+		}
+		f := filepath.Join(pc.dir, e.Name())
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		owner := strings.TrimSpace(string(b))
+		if _, err := os.Stat(owner); errors.Is(err, fs.ErrNotExist) {
+			os.Remove(f)
+		}
+	}
 }
 
 // claim records ap for the cluster whose net.json is at netPath and reports
