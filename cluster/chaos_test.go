@@ -57,29 +57,41 @@ func TestNode_Chaos_ScheduleRunsAndKillSwitchInTheLog(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	nodes := e.startCluster("db", 3, nil)
-	l := waitLeader(t, nodes)
+	// A follower refuses; should it have become the leader meanwhile, its
+	// write is overwritten below and another follower is asked.
 	var f *testNode
+	eventually(t, "a follower refusing SetChaosPaused", func() bool {
+		l := waitLeader(t, nodes)
+		for _, n := range nodes {
+			if n != l {
+				f = n
+			}
+		}
+		err := f.SetChaosPaused(true, "x")
+		if err != nil && !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("follower %s SetChaosPaused: %v, want ErrNotLeader", f.Name(), err)
+		}
+		return err != nil
+	})
+	var leader string
+	onLeader(t, nodes, "SetChaosSchedule", func(l *testNode) error {
+		return l.SetChaosSchedule(&ChaosSchedule{Spec: "@every 5s", Options: []byte(`{"stage":1}`)})
+	})
+	run := ChaosRun{ID: "r1", Schedule: "@every 5s", State: ChaosRunning}
+	onLeader(t, nodes, "RecordChaosRun running", func(l *testNode) error {
+		run.Leader = l.ServerID()
+		return l.RecordChaosRun(run)
+	})
+	run.State, run.Pass, run.Rounds = ChaosDone, true, 1
+	onLeader(t, nodes, "RecordChaosRun done", func(l *testNode) error {
+		run.Leader, leader = l.ServerID(), l.Name()
+		return l.RecordChaosRun(run)
+	})
+	onLeader(t, nodes, "SetChaosPaused", func(l *testNode) error { return l.SetChaosPaused(true, "maintenance") })
 	for _, n := range nodes {
-		if n != l {
+		if n.Name() != leader {
 			f = n
 		}
-	}
-	if err := f.SetChaosPaused(true, "x"); !errors.Is(err, ErrNotLeader) {
-		t.Fatalf("follower SetChaosPaused: %v, want ErrNotLeader", err)
-	}
-	if err := l.SetChaosSchedule(&ChaosSchedule{Spec: "@every 5s", Options: []byte(`{"stage":1}`)}); err != nil {
-		t.Fatal(err)
-	}
-	run := ChaosRun{ID: "r1", Schedule: "@every 5s", Leader: l.ServerID(), State: ChaosRunning}
-	if err := l.RecordChaosRun(run); err != nil {
-		t.Fatal(err)
-	}
-	run.State, run.Pass, run.Rounds = ChaosDone, true, 1
-	if err := l.RecordChaosRun(run); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.SetChaosPaused(true, "maintenance"); err != nil {
-		t.Fatal(err)
 	}
 	eventually(t, "the chaos state on a follower", func() bool {
 		c := f.Chaos()
@@ -92,12 +104,8 @@ func TestNode_Chaos_ScheduleRunsAndKillSwitchInTheLog(t *testing.T) {
 	if diff := cmp.Diff([]ChaosRun{run}, c.Runs); diff != "" {
 		t.Errorf("runs (-want +got):\n%s", diff)
 	}
-	if err := l.SetChaosSchedule(nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.SetChaosPaused(false, ""); err != nil {
-		t.Fatal(err)
-	}
+	onLeader(t, nodes, "SetChaosSchedule(nil)", func(l *testNode) error { return l.SetChaosSchedule(nil) })
+	onLeader(t, nodes, "SetChaosPaused(false)", func(l *testNode) error { return l.SetChaosPaused(false, "") })
 	eventually(t, "schedule removed and resumed", func() bool {
 		c := f.Chaos()
 		return c.Schedule == nil && !c.Paused

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -215,6 +216,30 @@ func waitLeader(t *testing.T, nodes []*testNode) *testNode {
 		return l != nil
 	})
 	return l
+}
+
+// onLeader runs a leader-only write on the current leader, again on the next
+// one when leadership moved under it (a loaded machine can miss a 600 ms
+// heartbeat), and fails the test on any other error. The writes it is used
+// for are idempotent (set, upsert), so a retry after a lost leadership whose
+// entry did commit is harmless.
+func onLeader(t *testing.T, nodes []*testNode, what string, write func(l *testNode) error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l := waitLeader(t, nodes)
+		err := write(l)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) {
+			t.Fatalf("%s on leader %s: %v", what, l.Name(), err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: leadership kept moving: %v", what, err)
+		}
+		t.Logf("%s: leader %s lost leadership (%v); retrying on the next", what, l.Name(), err)
+	}
 }
 
 func hasEvent(evs []Event, sub string) bool {
