@@ -249,13 +249,10 @@ func TestNode_Raft_LeaderFailover(t *testing.T) {
 	nodes := e.startCluster("db", 3, nil)
 	l := waitLeader(t, nodes)
 	eventually(t, "three voters", func() bool { return len(l.Status().Voters) == 3 })
-	if err := l.Record("test", "db-1", "before failover"); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.SetPrimary("db", l.Name()); err != nil {
-		t.Fatal(err)
-	}
-	old := l
+	onLeader(t, nodes, "Record", func(l *testNode) error { return l.Record("test", "db-1", "before failover") })
+	// The node killed is the leader that wrote the primary record.
+	var old *testNode
+	onLeader(t, nodes, "SetPrimary", func(l *testNode) error { old = l; return l.SetPrimary("db", l.Name()) })
 	old.kill()
 	killed := time.Now()
 	var rest []*testNode
@@ -318,10 +315,8 @@ func TestNode_Run_RestartKeepsStateFromSnapshot(t *testing.T) {
 	e := newEnv(t)
 	var cfgs []Config
 	nodes := e.startCluster("db", 3, func(c *Config) { cfgs = append(cfgs, *c) })
-	l := waitLeader(t, nodes)
-	if err := l.Record("test", "", "kept across restart"); err != nil {
-		t.Fatal(err)
-	}
+	var l *testNode
+	onLeader(t, nodes, "Record", func(n *testNode) error { l = n; return l.Record("test", "", "kept across restart") })
 	var f *testNode
 	var fc Config
 	for i, n := range nodes {
