@@ -2,6 +2,8 @@ package converge
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -116,5 +118,32 @@ func TestCompiled_MarshalBinary_RefusesFailedDecode(t *testing.T) {
 	}
 	if _, err := c.MarshalBinary(); err == nil {
 		t.Fatal("MarshalBinary encoded a failed compilation")
+	}
+}
+
+// TestUnmarshalCompiled_ManyDeclarations: enough declarations for the
+// values to be decoded by several goroutines; each lands at its index.
+func TestUnmarshalCompiled_ManyDeclarations(t *testing.T) {
+	var src strings.Builder
+	for i := range 150 {
+		fmt.Fprintf(&src, "resource \"value\" \"v%d\" {\n  str = \"s%d\"\n  num = %d\n  any = { i = %d, l = [%q] }\n}\n", i, i, i, i, strconv.Itoa(i))
+	}
+	e := NewEngine(NewRegistry(valueKind()), Env{Root: t.TempDir()})
+	c := e.Compile(parse(t, src.String()), nil)
+	data, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalCompiled(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Values) != len(c.Values) {
+		t.Fatalf("%d values, want %d", len(got.Values), len(c.Values))
+	}
+	for i, v := range c.Values {
+		if got.Decls[i].Addr != c.Decls[i].Addr || !got.Values[i].RawEquals(v) {
+			t.Fatalf("%d: decoded %s %#v, compiled %s %#v", i, got.Decls[i].Addr, got.Values[i], c.Decls[i].Addr, v)
+		}
 	}
 }
