@@ -219,6 +219,27 @@ func UnmarshalCompiled(data []byte) (*Compiled, error) {
 	return c, nil
 }
 
+// AppendValue appends an encoding of v (known, unmarked, not a capsule)
+// that is the same for equal values and differs for different ones (types
+// included): what a cache key needs. It is the compiled form's encoding,
+// without JSON for the value (json.Marshal of the node facts took a tenth
+// of a millisecond per run).
+func AppendValue(b []byte, v cty.Value) ([]byte, error) {
+	if !v.IsWhollyKnown() || v.ContainsMarked() {
+		return nil, errors.New("value is unknown or marked")
+	}
+	t, err := ctyjson.MarshalType(v.Type())
+	if err != nil {
+		return nil, err
+	}
+	w := &encoder{buf: b}
+	w.str(string(t))
+	if err := w.value(v, v.Type()); err != nil {
+		return nil, err
+	}
+	return w.buf, nil
+}
+
 type encoder struct {
 	buf      []byte
 	types    map[string]int

@@ -147,3 +147,48 @@ func TestUnmarshalCompiled_ManyDeclarations(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendValue: equal values encode alike, different ones (types
+// included) differently.
+func TestAppendValue(t *testing.T) {
+	obj := func(name string, slot cty.Value, members cty.Value) cty.Value {
+		return cty.ObjectVal(map[string]cty.Value{"node": cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal(name), "slot": slot}), "members": members})
+	}
+	ms := cty.MapVal(map[string]cty.Value{"web": cty.ListVal([]cty.Value{cty.StringVal("web-1")})})
+	vals := []cty.Value{
+		obj("web-1", cty.NumberIntVal(1), ms),
+		obj("web-2", cty.NumberIntVal(1), ms),
+		obj("web-1", cty.NumberIntVal(2), ms),
+		obj("web-1", cty.StringVal("1"), ms),
+		obj("web-1", cty.NullVal(cty.Number), ms),
+		obj("web-1", cty.NumberIntVal(1), cty.MapValEmpty(cty.List(cty.String))),
+		obj("web-1", cty.NumberIntVal(1), cty.MapVal(map[string]cty.Value{"web": cty.ListVal([]cty.Value{cty.StringVal("web-2")})})),
+		obj("web-1", cty.NumberIntVal(1), cty.MapVal(map[string]cty.Value{"lb": cty.ListVal([]cty.Value{cty.StringVal("web-1")})})),
+		cty.StringVal("x"), cty.StringVal("y"), cty.True, cty.NumberFloatVal(1.5),
+	}
+	seen := map[string]int{}
+	for i, v := range vals {
+		a, err := AppendValue(nil, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := AppendValue([]byte("prefix"), v)
+		if err != nil || string(b) != "prefix"+string(a) {
+			t.Fatalf("%d: not appended: %q %v", i, b, err)
+		}
+		if j, dup := seen[string(a)]; dup {
+			t.Errorf("values %d and %d encode alike: %#v, %#v", j, i, vals[j], v)
+		}
+		seen[string(a)] = i
+		// An equal value built anew encodes alike.
+		if i == 0 {
+			c, _ := AppendValue(nil, obj("web-1", cty.NumberIntVal(1), cty.MapVal(map[string]cty.Value{"web": cty.ListVal([]cty.Value{cty.StringVal("web-1")})})))
+			if string(c) != string(a) {
+				t.Error("equal values encode differently")
+			}
+		}
+	}
+	if _, err := AppendValue(nil, cty.UnknownVal(cty.String)); err == nil {
+		t.Error("unknown value encoded")
+	}
+}

@@ -140,3 +140,70 @@ func TestWriteReplace_Concurrent(t *testing.T) {
 		t.Fatalf("final report torn: %.80q", got)
 	}
 }
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestReportFile: a report file prepared ahead holds what WriteFile
+// writes; Discard leaves nothing behind; a temporary file removed during
+// the run (a purged directory) does not lose the report.
+func TestReportFile(t *testing.T) {
+	rep := &Report{Started: time.Date(2026, 12, 6, 21, 0, 0, 0, time.UTC), DurationMS: 3,
+		Resources: []ResourceReport{{Addr: "file.a", Kind: "file", Status: StatusChanged, Change: "create, 3 bytes"}},
+		Summary:   Summary{Changed: 1}}
+	want, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+
+	p := filepath.Join(dir, "a", "report.json")
+	f := PrepareReportFile(p)
+	if err := f.Write(rep); err != nil {
+		t.Fatal(err)
+	}
+	f.Discard() // after Write: nothing
+	if got := readFile(t, p); got != string(want)+"\n" {
+		t.Errorf("report %q, want %q", got, want)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("report mode: %v %v", fi, err)
+	}
+	if names := dirNames(t, filepath.Dir(p)); len(names) != 1 {
+		t.Errorf("left in the directory: %v", names)
+	}
+
+	q := filepath.Join(dir, "b", "report.json")
+	PrepareReportFile(q).Discard()
+	if names := dirNames(t, filepath.Dir(q)); len(names) != 0 {
+		t.Errorf("Discard left %v", names)
+	}
+
+	r := filepath.Join(dir, "c", "report.json")
+	f = PrepareReportFile(r)
+	<-f.done
+	for _, n := range dirNames(t, filepath.Dir(r)) {
+		if err := os.Remove(filepath.Join(dir, "c", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Write(rep); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, r); got != string(want)+"\n" {
+		t.Errorf("report after its temporary file was removed: %q", got)
+	}
+	if names := dirNames(t, filepath.Dir(r)); len(names) != 1 {
+		t.Errorf("left in the directory: %v", names)
+	}
+}
