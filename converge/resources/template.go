@@ -39,8 +39,7 @@ func templateKind() converge.Kind {
 				return nil, errors.New("exactly one of source and content is required")
 			}
 			var vars map[string]cty.Value
-			if o.has("vars") {
-				vv := v.GetAttr("vars")
+			if vv, ok := o.get("vars"); ok {
 				if !vv.Type().IsObjectType() && !vv.Type().IsMapType() {
 					return nil, errors.New("vars: want an object")
 				}
