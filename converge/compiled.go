@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/big"
-	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
 
 	"github.com/hactl/hactl/lang"
 	"github.com/hashicorp/hcl/v2"
@@ -50,7 +47,7 @@ func (c *Compiled) OK() bool {
 
 // compiledMagic starts the binary form; bump the version when the layout
 // changes.
-const compiledMagic = "hactl-compiled 3\n"
+const compiledMagic = "hactl-compiled 2\n"
 
 // MarshalBinary encodes c in a compact binary form that UnmarshalCompiled
 // reads back much faster than the HCL it came from can be parsed and
@@ -91,15 +88,9 @@ func (c *Compiled) MarshalBinary() ([]byte, error) {
 		if err := w.typ(v.Type()); err != nil {
 			return nil, fmt.Errorf("compiled: %s: %w", d.Addr, err)
 		}
-		// The value, prefixed by its length, so that the reader can
-		// hand values to several decoders.
-		vw := &encoder{buf: w.scratch[:0]}
-		if err := vw.value(v, v.Type()); err != nil {
+		if err := w.value(v, v.Type()); err != nil {
 			return nil, fmt.Errorf("compiled: %s: %w", d.Addr, err)
 		}
-		w.uvarint(len(vw.buf))
-		w.buf = append(w.buf, vw.buf...)
-		w.scratch = vw.buf
 	}
 	// The type table goes last: the decoder reads it first through the
 	// offset just before the checksum.
@@ -144,12 +135,7 @@ func UnmarshalCompiled(data []byte) (*Compiled, error) {
 	if n > len(r.buf) {
 		return nil, errors.New("compiled: bad declaration count")
 	}
-	c := &Compiled{Decls: make([]*lang.ResourceDecl, 0, n), Values: make([]cty.Value, n), errs: make([]error, n)}
-	type pending struct {
-		plan *plan
-		buf  []byte
-	}
-	vals := make([]pending, 0, n)
+	c := &Compiled{Decls: make([]*lang.ResourceDecl, 0, n), Values: make([]cty.Value, 0, n), errs: make([]error, n)}
 	for range n {
 		d := &lang.ResourceDecl{Addr: lang.ResourceAddr{Kind: r.str(), Name: r.str()}}
 		d.DeclRange = r.rng()
@@ -161,60 +147,21 @@ func UnmarshalCompiled(data []byte) (*Compiled, error) {
 			}
 		}
 		ti := r.uvarint()
-		vb := r.bytes(r.uvarint())
 		if r.err != nil {
 			return nil, r.err
 		}
 		if ti >= len(r.plans) {
 			return nil, errors.New("compiled: bad type index")
 		}
+		v := r.value(r.plans[ti])
+		if r.err != nil {
+			return nil, r.err
+		}
 		c.Decls = append(c.Decls, d)
-		vals = append(vals, pending{r.plans[ti], vb})
+		c.Values = append(c.Values, v)
 	}
 	if len(r.buf) != 0 {
 		return nil, errors.New("compiled: trailing bytes")
-	}
-	// Decoding the values (cty objects, maps) is most of the work: spread
-	// it over the processors, in chunks.
-	var (
-		next  atomic.Int64
-		wg    sync.WaitGroup
-		errMu sync.Mutex
-		first error
-	)
-	const chunk = 16
-	work := func() {
-		for {
-			end := int(next.Add(chunk))
-			start := end - chunk
-			if start >= len(vals) {
-				return
-			}
-			for i := start; i < min(end, len(vals)); i++ {
-				vr := &decoder{buf: vals[i].buf}
-				v := vr.value(vals[i].plan)
-				if vr.err == nil && len(vr.buf) != 0 {
-					vr.err = errors.New("compiled: trailing bytes in a value")
-				}
-				if vr.err != nil {
-					errMu.Lock()
-					if first == nil {
-						first = vr.err
-					}
-					errMu.Unlock()
-					return
-				}
-				c.Values[i] = v
-			}
-		}
-	}
-	for range min(runtime.GOMAXPROCS(0), (len(vals)+chunk-1)/chunk) - 1 {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
-	if first != nil {
-		return nil, first
 	}
 	return c, nil
 }
@@ -244,7 +191,6 @@ type encoder struct {
 	buf      []byte
 	types    map[string]int
 	typeList []string
-	scratch  []byte // a value's encoding, before its length is known
 }
 
 func (w *encoder) uvarint(n int) { w.buf = bin.AppendUvarint(w.buf, uint64(n)) }
