@@ -6,12 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hactl/hactl/internal/graph"
@@ -102,7 +99,7 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 	env.Memo = &Memo{}
 
 	nodes := make(map[string]*node, len(decls))
-	order := make([]*node, len(decls))
+	order := make([]*node, 0, len(decls))
 	g := graph.New()
 	for i, d := range decls {
 		a := d.Addr.String()
@@ -110,12 +107,16 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 			return nil, fmt.Errorf("%s: resource %s is declared twice (first at %s)", d.DeclRange, a, prev.decl.DeclRange)
 		}
 		n := &node{decl: d, addr: a, writes: &Writes{}}
+		// Build every resource first: implicit edges need their paths.
+		if n.err = c.err(i); n.err == nil {
+			nenv := env
+			nenv.Writes = n.writes
+			n.res, n.err = e.build(nenv, d, c.Values[i])
+		}
 		nodes[a] = n
-		order[i] = n
+		order = append(order, n)
 		g.AddNode(a)
 	}
-	// Build every resource first: implicit edges need their paths.
-	e.buildAll(env, c, order, par)
 	if err := e.edges(env, g, nodes, order); err != nil {
 		return nil, err
 	}
@@ -136,47 +137,6 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 	rep.Duration = time.Since(start)
 	rep.finish()
 	return rep, nil
-}
-
-// buildAll builds the resources of order (order[i] is c.Decls[i]), on up
-// to par goroutines but no more than there are processors: building reads
-// only the decoded values and the file system's parent directories (Path),
-// and Kind.New may run concurrently. Building 230 resources took a no-op
-// run 1-2 ms on one core.
-func (e *Engine) buildAll(env Env, c *Compiled, order []*node, par int) {
-	one := func(i int) {
-		n := order[i]
-		if n.err = c.err(i); n.err == nil {
-			nenv := env
-			nenv.Writes = n.writes
-			n.res, n.err = e.build(nenv, n.decl, c.Values[i])
-		}
-	}
-	const chunk = 16
-	workers := min(par, runtime.GOMAXPROCS(0), (len(order)+chunk-1)/chunk)
-	if workers <= 1 {
-		for i := range order {
-			one(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				end := int(next.Add(chunk))
-				start := end - chunk
-				if start >= len(order) {
-					return
-				}
-				for i := start; i < min(end, len(order)); i++ {
-					one(i)
-				}
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // decode decodes one declaration's body against its kind's schema.

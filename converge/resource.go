@@ -67,8 +67,7 @@ type Changer interface {
 // Kind is a resource type: its body schema and its constructor. New gets a
 // value that already conforms to Spec and must not retain env.Logger for
 // anything but logging. New validates the value and returns an error naming
-// the attribute when it is wrong; it must not touch the system. The engine
-// may call New for several declarations at once.
+// the attribute when it is wrong; it must not touch the system.
 type Kind struct {
 	Name string
 	Spec hcldec.Spec
