@@ -2,13 +2,9 @@ package converge
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -108,68 +104,6 @@ func (r *Report) WriteFile(path string) error {
 		return fmt.Errorf("write report %s: %w", path, err)
 	}
 	return nil
-}
-
-// ReportFile is where a run's report will be written, prepared while the
-// run goes on: PrepareReportFile creates the temporary file in the
-// background (making a file was most of the time writing the report took:
-// ext4 searches for a free inode, longer the more were deleted lately), so
-// that Write at the end only writes it and renames it into place. The
-// result is the same as Report.WriteFile's.
-type ReportFile struct {
-	path string
-	done chan struct{}
-	tmp  string
-	fd   int
-	err  error
-}
-
-// PrepareReportFile starts preparing a report file at path. Call Write
-// or Discard once.
-func PrepareReportFile(path string) *ReportFile {
-	f := &ReportFile{path: path, done: make(chan struct{})}
-	go func() {
-		defer close(f.done)
-		f.tmp, f.fd, f.err = createTemp(path)
-	}()
-	return f
-}
-
-// Write writes r to the file's path atomically, like Report.WriteFile.
-func (f *ReportFile) Write(r *Report) error {
-	<-f.done
-	data, err := r.appendJSON(make([]byte, 0, 256+160*len(r.Resources)))
-	if err == nil {
-		data = append(data, '\n')
-		switch {
-		case f.err != nil || f.fd < 0:
-			err = writeReplace(f.path, data, 0o644)
-		default:
-			fd := f.fd
-			f.fd = -1
-			err = finishReplace(f.tmp, fd, f.path, data, 0o644)
-			if errors.Is(err, fs.ErrNotExist) {
-				// The temporary file went away during the run (a
-				// directory purged by a resource): make another.
-				err = writeReplace(f.path, data, 0o644)
-			}
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("write report %s: %w", f.path, err)
-	}
-	return nil
-}
-
-// Discard removes the temporary file of a report that will not be
-// written; after Write it does nothing.
-func (f *ReportFile) Discard() {
-	<-f.done
-	if f.err == nil && f.fd >= 0 {
-		syscall.Close(f.fd)
-		os.Remove(f.tmp)
-		f.fd = -1
-	}
 }
 
 // appendJSON appends exactly what json.Marshal(r) returns, without

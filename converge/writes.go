@@ -125,13 +125,7 @@ func writeReplace(path string, data []byte, mode fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	return finishReplace(tmp, fd, path, data, mode)
-}
-
-// finishReplace is writeReplace once the temporary file tmp (open as fd,
-// which it closes) exists.
-func finishReplace(tmp string, fd int, path string, data []byte, mode fs.FileMode) error {
-	err := writeAll(fd, tmp, data)
+	err = writeAll(fd, tmp, data)
 	if err == nil {
 		if e := syscall.Fchmod(fd, sysMode(mode)); e != nil {
 			err = &fs.PathError{Op: "chmod", Path: tmp, Err: e}

@@ -59,15 +59,6 @@ node). --no-cache turns that off. Roles of a configuration are not cached.`,
 					return fmt.Errorf("node root: %w", err)
 				}
 			}
-			if report == "" && !dryRun {
-				report = filepath.Join(rootAbs, "var/lib/hactl/last-report.json")
-			}
-			var reportFile *converge.ReportFile
-			if report != "" {
-				// Its file is made while the run goes on.
-				reportFile = converge.PrepareReportFile(report)
-				defer reportFile.Discard()
-			}
 			reg := resources.Builtin()
 			facts := &lang.NodeFacts{
 				Name: node, Role: roleOf(node), Slot: slotOf(node), Address: address,
@@ -144,8 +135,11 @@ node). --no-cache turns that off. Roles of a configuration are not cached.`,
 			if err != nil {
 				return err
 			}
-			if reportFile != nil {
-				if err := reportFile.Write(rep); err != nil {
+			if report == "" && !dryRun {
+				report = filepath.Join(rootAbs, "var/lib/hactl/last-report.json")
+			}
+			if report != "" {
+				if err := rep.WriteFile(report); err != nil {
 					return err
 				}
 			}
