@@ -23,7 +23,19 @@ type Compiled struct {
 	// cty.NilVal when that failed (the run then reports the resource as
 	// failed with the decoding error).
 	Values []cty.Value
-	errs   []error
+	// flat[i], when not nil, is Decls[i]'s Kind.Flatten form: the run
+	// builds the resource from it (Kind.Unflatten), and Values[i] is
+	// cty.NilVal once decoded from the binary form.
+	flat [][]byte
+	errs []error
+}
+
+// flatAt is declaration i's flat form, or nil.
+func (c *Compiled) flatAt(i int) []byte {
+	if i < len(c.flat) {
+		return c.flat[i]
+	}
+	return nil
 }
 
 // err is the decoding error of declaration i (none in a Compiled made
@@ -47,7 +59,7 @@ func (c *Compiled) OK() bool {
 
 // compiledMagic starts the binary form; bump the version when the layout
 // changes.
-const compiledMagic = "hactl-compiled 2\n"
+const compiledMagic = "hactl-compiled 3\n"
 
 // MarshalBinary encodes c in a compact binary form that UnmarshalCompiled
 // reads back much faster than the HCL it came from can be parsed and
@@ -81,6 +93,12 @@ func (c *Compiled) MarshalBinary() ([]byte, error) {
 				w.str(a.Name)
 			}
 		}
+		if f := c.flatAt(i); f != nil {
+			w.buf = append(w.buf, 1)
+			w.str(string(f))
+			continue
+		}
+		w.buf = append(w.buf, 0)
 		v := c.Values[i]
 		if !v.IsWhollyKnown() || v.ContainsMarked() {
 			return nil, fmt.Errorf("compiled: %s: value is unknown or marked", d.Addr)
@@ -146,6 +164,26 @@ func UnmarshalCompiled(data []byte) (*Compiled, error) {
 				*dst = append(*dst, lang.ResourceAddr{Kind: r.str(), Name: r.str()})
 			}
 		}
+		tag := r.bytes(1)
+		if r.err != nil {
+			return nil, r.err
+		}
+		if tag[0] == 1 {
+			f := r.bytes(r.uvarint())
+			if r.err != nil {
+				return nil, r.err
+			}
+			if c.flat == nil {
+				c.flat = make([][]byte, n)
+			}
+			c.flat[len(c.Decls)] = f
+			c.Decls = append(c.Decls, d)
+			c.Values = append(c.Values, cty.NilVal)
+			continue
+		}
+		if tag[0] != 0 {
+			return nil, errors.New("compiled: bad declaration tag")
+		}
 		ti := r.uvarint()
 		if r.err != nil {
 			return nil, r.err
@@ -185,6 +223,26 @@ func AppendValue(b []byte, v cty.Value) ([]byte, error) {
 		return nil, err
 	}
 	return w.buf, nil
+}
+
+// DecodeValue decodes what AppendValue appended (all of b).
+func DecodeValue(b []byte) (cty.Value, error) {
+	r := &decoder{buf: b}
+	t, err := ctyjson.UnmarshalType([]byte(r.str()))
+	if r.err != nil {
+		return cty.NilVal, r.err
+	}
+	if err != nil {
+		return cty.NilVal, err
+	}
+	v := r.value(newPlan(t))
+	if r.err == nil && len(r.buf) != 0 {
+		r.err = errors.New("compiled: trailing bytes")
+	}
+	if r.err != nil {
+		return cty.NilVal, r.err
+	}
+	return v, nil
 }
 
 type encoder struct {

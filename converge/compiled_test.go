@@ -172,6 +172,12 @@ func TestAppendValue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if d, err := DecodeValue(a); err != nil || !d.RawEquals(v) {
+			t.Errorf("%d: decoded %#v, %v", i, d, err)
+		}
+		if _, err := DecodeValue(a[:len(a)-1]); err == nil {
+			t.Errorf("%d: truncated encoding decoded", i)
+		}
 		b, err := AppendValue([]byte("prefix"), v)
 		if err != nil || string(b) != "prefix"+string(a) {
 			t.Fatalf("%d: not appended: %q %v", i, b, err)
@@ -190,5 +196,72 @@ func TestAppendValue(t *testing.T) {
 	}
 	if _, err := AppendValue(nil, cty.UnknownVal(cty.String)); err == nil {
 		t.Error("unknown value encoded")
+	}
+}
+
+// flatKind has a flat form that records which way its resources were built.
+func flatKind(built *[]string) Kind {
+	k := valueKind()
+	k.Name = "flat"
+	k.New = func(env Env, v cty.Value) (Resource, error) {
+		s := "-"
+		if a := v.GetAttr("str"); !a.IsNull() {
+			s = a.AsString()
+		}
+		*built = append(*built, "new:"+s)
+		return &probe{r: newRecorder()}, nil
+	}
+	k.Flatten = func(v cty.Value) ([]byte, error) {
+		if v.GetAttr("str").IsNull() {
+			return nil, fmt.Errorf("no str")
+		}
+		return []byte(v.GetAttr("str").AsString()), nil
+	}
+	k.Unflatten = func(env Env, flat []byte) (Resource, error) {
+		*built = append(*built, "flat:"+string(flat))
+		return &probe{r: newRecorder()}, nil
+	}
+	return k
+}
+
+// TestCompileFlat_RoundTrip: a kept compilation carries the flat forms,
+// and runs, before and after the binary round trip, build from them; a
+// value without a flat form keeps the value; Compile makes none.
+func TestCompileFlat_RoundTrip(t *testing.T) {
+	var built []string
+	e := NewEngine(NewRegistry(valueKind(), flatKind(&built)), Env{Root: t.TempDir()})
+	decls := parse(t, `resource "flat" "a" { str = "one" }
+resource "flat" "b" {}
+resource "value" "c" { str = "three" }
+`)
+	run := func(c *Compiled) []string {
+		t.Helper()
+		built = nil
+		rep, err := e.RunCompiled(t.Context(), c, nil, Options{})
+		if err != nil || rep.Failed() {
+			t.Fatalf("run: %v %+v", err, rep)
+		}
+		return built
+	}
+	if got := run(e.Compile(decls, nil)); strings.Join(got, " ") != "new:one new:-" {
+		t.Errorf("Compile: built %v", got)
+	}
+	c := e.CompileFlat(decls, nil)
+	if got := run(c); strings.Join(got, " ") != "flat:one new:-" {
+		t.Errorf("CompileFlat: built %v", got)
+	}
+	data, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := UnmarshalCompiled(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Values[0] != cty.NilVal || d.Values[1].IsNull() || !d.Values[2].RawEquals(c.Values[2]) {
+		t.Errorf("decoded values %#v", d.Values)
+	}
+	if got := run(d); strings.Join(got, " ") != "flat:one new:-" {
+		t.Errorf("decoded: built %v", got)
 	}
 }

@@ -68,10 +68,17 @@ type Changer interface {
 // value that already conforms to Spec and must not retain env.Logger for
 // anything but logging. New validates the value and returns an error naming
 // the attribute when it is wrong; it must not touch the system.
+//
+// Flatten and Unflatten, both or neither, give a kind a faster cached
+// form (Compiled.MarshalBinary): Flatten encodes what New reads from a
+// value, or fails for a value New would refuse; Unflatten(env, Flatten(v))
+// must build what New(env, v) builds, without the value.
 type Kind struct {
-	Name string
-	Spec hcldec.Spec
-	New  func(env Env, v cty.Value) (Resource, error)
+	Name      string
+	Spec      hcldec.Spec
+	New       func(env Env, v cty.Value) (Resource, error)
+	Flatten   func(v cty.Value) ([]byte, error)
+	Unflatten func(env Env, flat []byte) (Resource, error)
 }
 
 // Registry maps kind names to Kinds. It is built once at startup and is
