@@ -63,9 +63,10 @@ const compiledMagic = "hactl-compiled 3\n"
 
 // MarshalBinary encodes c in a compact binary form that UnmarshalCompiled
 // reads back much faster than the HCL it came from can be parsed and
-// decoded: addresses, source ranges, depends_on/notify/subscribe and the
-// decoded values (types as cty JSON, once per distinct type; values
-// without JSON). Bodies are not kept. It fails when a declaration did not
+// decoded: addresses, source ranges, depends_on/notify/subscribe and, per
+// declaration, its flat form (CompileFlat) or else its decoded value
+// (types as cty JSON, once per distinct type; values without JSON). Bodies
+// are not kept. It fails when a declaration did not
 // decode, or a value is unknown, marked or of a type it cannot encode
 // (capsules); such a compilation must be redone each time. A CRC-32 (IEEE)
 // of the content ends the encoding, so a damaged copy is refused, not

@@ -456,6 +456,16 @@ func TestRegistry_Schemas(t *testing.T) {
 	if got := reg.Kinds(); !cmp.Equal(got, []string{"probe"}) {
 		t.Errorf("Kinds = %v", got)
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("kind with Flatten but no Unflatten did not panic")
+			}
+		}()
+		k := probeKind(nil)
+		k.Flatten = func(cty.Value) ([]byte, error) { return nil, nil }
+		NewRegistry(k)
+	}()
 	defer func() {
 		if recover() == nil {
 			t.Error("duplicate kind did not panic")

@@ -95,7 +95,7 @@ var _ lang.Schemas = (*Registry)(nil)
 func NewRegistry(kinds ...Kind) *Registry {
 	r := &Registry{kinds: map[string]Kind{}}
 	for _, k := range kinds {
-		if k.Name == "" || k.Spec == nil || k.New == nil {
+		if k.Name == "" || k.Spec == nil || k.New == nil || (k.Flatten == nil) != (k.Unflatten == nil) {
 			panic(fmt.Sprintf("converge: incomplete kind %q", k.Name))
 		}
 		if _, dup := r.kinds[k.Name]; dup {
