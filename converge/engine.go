@@ -80,6 +80,29 @@ func (e *Engine) Compile(decls []*lang.ResourceDecl, evalCtx *hcl.EvalContext) *
 	return c
 }
 
+// CompileFlat is Compile for a compilation that will be kept (see
+// Compiled.MarshalBinary): declarations of kinds with a flat form
+// (Kind.Flatten) also get it, and runs build them from it, this one too,
+// so that a cached run builds exactly what the first one built.
+func (e *Engine) CompileFlat(decls []*lang.ResourceDecl, evalCtx *hcl.EvalContext) *Compiled {
+	c := e.Compile(decls, evalCtx)
+	for i, d := range decls {
+		if c.errs[i] != nil {
+			continue
+		}
+		if k, _ := e.reg.Kind(d.Addr.Kind); k.Flatten != nil && k.Unflatten != nil {
+			// No flat form (a value New refuses) keeps the value.
+			if f, err := k.Flatten(c.Values[i]); err == nil {
+				if c.flat == nil {
+					c.flat = make([][]byte, len(decls))
+				}
+				c.flat[i] = f
+			}
+		}
+	}
+	return c
+}
+
 // RunCompiled is Run on declarations already compiled (by Compile, or
 // decoded from its MarshalBinary form). evalCtx is still handed to the
 // resources (templates render in it); it must be the one c was compiled in.
@@ -111,7 +134,11 @@ func (e *Engine) RunCompiled(ctx context.Context, c *Compiled, evalCtx *hcl.Eval
 		if n.err = c.err(i); n.err == nil {
 			nenv := env
 			nenv.Writes = n.writes
-			n.res, n.err = e.build(nenv, d, c.Values[i])
+			if f := c.flatAt(i); f != nil {
+				n.res, n.err = e.buildFlat(nenv, d, f)
+			} else {
+				n.res, n.err = e.build(nenv, d, c.Values[i])
+			}
 		}
 		nodes[a] = n
 		order = append(order, n)
@@ -163,6 +190,20 @@ func (e *Engine) build(env Env, d *lang.ResourceDecl, v cty.Value) (Resource, er
 	}
 	env.Logger = slog.New(&resourceHandler{h: env.Logger.Handler(), addr: d.Addr.String()})
 	r, err := k.New(env, v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.DeclRange, err)
+	}
+	return r, nil
+}
+
+// buildFlat is build from a kind's flat form (a cached compilation).
+func (e *Engine) buildFlat(env Env, d *lang.ResourceDecl, flat []byte) (Resource, error) {
+	k, ok := e.reg.Kind(d.Addr.Kind)
+	if !ok || k.Unflatten == nil {
+		return nil, fmt.Errorf("%s: kind %q cannot build a cached flat form; run with --no-cache", d.DeclRange, d.Addr.Kind)
+	}
+	env.Logger = slog.New(&resourceHandler{h: env.Logger.Handler(), addr: d.Addr.String()})
+	r, err := k.Unflatten(env, flat)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.DeclRange, err)
 	}

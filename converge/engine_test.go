@@ -366,6 +366,8 @@ func TestEnv_Path_Confinement(t *testing.T) {
 	must(os.Symlink("/etc", filepath.Join(root, "abs")))        // absolute, resolved inside the root
 	must(os.Symlink(outside, filepath.Join(root, "escape")))    // really points outside
 	must(os.Symlink("../../..", filepath.Join(root, "etc/up"))) // climbs out
+	must(os.Symlink("etc", filepath.Join(root, "rel")))         // relative, inside
+	must(os.WriteFile(filepath.Join(root, "etc/file"), nil, 0o644))
 	env := Env{Root: root}
 	rroot, _ := filepath.EvalSymlinks(root)
 	for _, tc := range []struct {
@@ -379,6 +381,11 @@ func TestEnv_Path_Confinement(t *testing.T) {
 		{name: "symlink to outside dir", in: "/escape/x", escape: true},
 		{name: "relative symlink climbing out", in: "/etc/up/passwd", escape: true},
 		{name: "last element not followed", in: "/escape", want: filepath.Join(rroot, "escape")},
+		{name: "absolute symlink, followed as the kernel would", in: "/abs/x", escape: true},
+		{name: "relative symlink inside", in: "/rel/x", want: filepath.Join(rroot, "etc/x")},
+		{name: "symlink deeper", in: "/rel/sub/x", want: filepath.Join(rroot, "etc/sub/x")},
+		{name: "missing parents", in: "/new/a/b", want: filepath.Join(rroot, "new/a/b")},
+		{name: "parent is a file", in: "/etc/file/x", want: filepath.Join(rroot, "etc/file/x")},
 		{name: "already under the root", in: rroot + "/etc/app.conf", want: filepath.Join(rroot, "etc/app.conf")},
 		{name: "the root itself", in: rroot, want: rroot},
 		{name: "under the root, climbing", in: rroot + "/../../../../../../../../../x", escape: true},
@@ -449,6 +456,16 @@ func TestRegistry_Schemas(t *testing.T) {
 	if got := reg.Kinds(); !cmp.Equal(got, []string{"probe"}) {
 		t.Errorf("Kinds = %v", got)
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("kind with Flatten but no Unflatten did not panic")
+			}
+		}()
+		k := probeKind(nil)
+		k.Flatten = func(cty.Value) ([]byte, error) { return nil, nil }
+		NewRegistry(k)
+	}()
 	defer func() {
 		if recover() == nil {
 			t.Error("duplicate kind did not panic")

@@ -56,8 +56,14 @@ func (e Env) Path(p string) (string, error) {
 	dir, base := filepath.Split(clean)
 	rdir, err := e.Memo.Do("confine:"+root+"\x00"+dir, func() (any, error) {
 		// Refuse rather than silently clamp a symlink that points outside.
-		if err := checkSymlinks(root, dir); err != nil {
+		links, err := checkSymlinks(root, dir)
+		if err != nil {
 			return "", err
+		}
+		if !links {
+			// No symlink on the way: SecureJoin would walk the same
+			// elements again to return the lexical join.
+			return filepath.Join(root, dir), nil
 		}
 		rdir, err := securejoin.SecureJoin(root, dir)
 		if err != nil {
@@ -114,8 +120,8 @@ func climbs(p string) bool {
 
 // checkSymlinks walks dir (relative to root) one element at a time and
 // fails when a symlink, followed the way the kernel would, leads outside
-// root.
-func checkSymlinks(root, dir string) error {
+// root. links reports whether it met a symlink at all.
+func checkSymlinks(root, dir string) (links bool, err error) {
 	cur := root
 	for _, el := range strings.Split(dir, "/") {
 		if el == "" || el == "." {
@@ -124,28 +130,29 @@ func checkSymlinks(root, dir string) error {
 		next := filepath.Join(cur, el)
 		fi, err := os.Lstat(next)
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil // nothing further can be a symlink
+			return links, nil // nothing further can be a symlink
 		}
 		if err != nil {
-			return err
+			return links, err
 		}
 		if fi.Mode()&fs.ModeSymlink != 0 {
+			links = true
 			real, err := filepath.EvalSymlinks(next)
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil // dangling: securejoin confines it
+				return links, nil // dangling: securejoin confines it
 			}
 			if err != nil {
-				return err
+				return links, err
 			}
 			if real != root && !strings.HasPrefix(real, root+"/") {
 				rel, _ := filepath.Rel(root, next)
-				return fmt.Errorf("symlink /%s points to %s: %w", rel, real, ErrEscape)
+				return links, fmt.Errorf("symlink /%s points to %s: %w", rel, real, ErrEscape)
 			}
 			next = real
 		}
 		cur = next
 	}
-	return nil
+	return links, nil
 }
 
 // Unconfine turns a host path back into the declared path, for messages

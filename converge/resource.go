@@ -68,10 +68,17 @@ type Changer interface {
 // value that already conforms to Spec and must not retain env.Logger for
 // anything but logging. New validates the value and returns an error naming
 // the attribute when it is wrong; it must not touch the system.
+//
+// Flatten and Unflatten, both or neither, give a kind a faster cached
+// form (Compiled.MarshalBinary): Flatten encodes what New reads from a
+// value, or fails for a value New would refuse; Unflatten(env, Flatten(v))
+// must build what New(env, v) builds, without the value.
 type Kind struct {
-	Name string
-	Spec hcldec.Spec
-	New  func(env Env, v cty.Value) (Resource, error)
+	Name      string
+	Spec      hcldec.Spec
+	New       func(env Env, v cty.Value) (Resource, error)
+	Flatten   func(v cty.Value) ([]byte, error)
+	Unflatten func(env Env, flat []byte) (Resource, error)
 }
 
 // Registry maps kind names to Kinds. It is built once at startup and is
@@ -88,7 +95,7 @@ var _ lang.Schemas = (*Registry)(nil)
 func NewRegistry(kinds ...Kind) *Registry {
 	r := &Registry{kinds: map[string]Kind{}}
 	for _, k := range kinds {
-		if k.Name == "" || k.Spec == nil || k.New == nil {
+		if k.Name == "" || k.Spec == nil || k.New == nil || (k.Flatten == nil) != (k.Unflatten == nil) {
 			panic(fmt.Sprintf("converge: incomplete kind %q", k.Name))
 		}
 		if _, dup := r.kinds[k.Name]; dup {

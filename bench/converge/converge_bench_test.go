@@ -79,8 +79,8 @@ func BenchmarkParseResources(b *testing.B) {
 }
 
 // BenchmarkEngine_RunCompiled_NoOp is the no-op run of `hactl converge FILE`
-// with its compiled form cached: decode the cached form, then check every
-// resource (no parsing, no HCL decoding).
+// with its compiled form cached: decode the cached form (CompileFlat's, as
+// hactl keeps it), then check every resource (no parsing, no HCL decoding).
 func BenchmarkEngine_RunCompiled_NoOp(b *testing.B) {
 	src, env := workload(b)
 	decls, diags := converge.ParseResources("bench.hcl", []byte(src))
@@ -88,7 +88,7 @@ func BenchmarkEngine_RunCompiled_NoOp(b *testing.B) {
 		b.Fatal(diags.Error())
 	}
 	e := converge.NewEngine(resources.Builtin(), env)
-	data, err := e.Compile(decls, nil).MarshalBinary()
+	data, err := e.CompileFlat(decls, nil).MarshalBinary()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func BenchmarkEngine_RunCompiled_NoOp(b *testing.B) {
 func BenchmarkUnmarshalCompiled(b *testing.B) {
 	src, env := workload(b)
 	decls, _ := converge.ParseResources("bench.hcl", []byte(src))
-	data, err := converge.NewEngine(resources.Builtin(), env).Compile(decls, nil).MarshalBinary()
+	data, err := converge.NewEngine(resources.Builtin(), env).CompileFlat(decls, nil).MarshalBinary()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -38,7 +38,8 @@ nothing. A real run prints a summary and writes a JSON report (default
 under hactl's own supervisor and keep running after the command exits (the
 next run or the agent takes them over).
 
-A resource FILE is decoded once and kept, decoded, in
+A resource FILE is decoded once and kept, decoded (templates as the
+checked attributes they are built from), in
 <root>/var/lib/hactl/converge-cache, keyed by a SHA-256 of the file's bytes,
 its name, the node facts it is evaluated with and the hactl executable
 (size and modification time): a later run with the same key skips parsing
@@ -126,9 +127,11 @@ node). --no-cache turns that off. Roles of a configuration are not cached.`,
 			}
 			eng := converge.NewEngine(reg, env)
 			if compiled == nil {
-				compiled = eng.Compile(decls, evalCtx)
 				if cache != nil && !dryRun {
+					compiled = eng.CompileFlat(decls, evalCtx)
 					cache.store(g, compiled)
+				} else {
+					compiled = eng.Compile(decls, evalCtx)
 				}
 			}
 			rep, err := eng.RunCompiled(cmd.Context(), compiled, evalCtx, converge.Options{DryRun: dryRun, Parallelism: parallelism})

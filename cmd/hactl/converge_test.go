@@ -180,3 +180,63 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// Templates are kept in their flat form: the first run (building from it
+// already) and cached runs render the same, repair drift, and a changed
+// template file (not part of the key: it is read every run) or var is
+// picked up.
+func TestConvergeCmd_FileCache_Template(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "node")
+	file := filepath.Join(dir, "res.hcl")
+	tpl := filepath.Join(dir, "app.tpl")
+	out := filepath.Join(root, "etc/app.conf")
+	writeRes := func(port string) {
+		t.Helper()
+		src := `resource "template" "app" {
+  path   = "/etc/app.conf"
+  source = "app.tpl"
+  mode   = "0600"
+  vars   = { name = "svc", port = ` + port + ` }
+}
+`
+		if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTpl := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(tpl, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(wantHit bool, want string) {
+		t.Helper()
+		stdout, stderr, code := runCLI(t, "", "converge", file, "--node", "web-1", "--root", root, "--log-level", "debug")
+		if code != 0 {
+			t.Fatalf("converge: code %d\n%s\n%s", code, stdout, stderr)
+		}
+		if hit := strings.Contains(stderr, "converge cache hit"); hit != wantHit {
+			t.Errorf("cache hit = %v, want %v\n%s", hit, wantHit, stderr)
+		}
+		if got := readFile(t, out); got != want {
+			t.Errorf("app.conf %q, want %q", got, want)
+		}
+		if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("mode: %v %v", fi, err)
+		}
+	}
+	writeTpl("${name}:${port}\n")
+	writeRes("8000")
+	run(false, "svc:8000\n")
+	run(true, "svc:8000\n")
+	if err := os.WriteFile(out, []byte("drifted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(true, "svc:8000\n")
+	writeTpl("%{ if port > 8000 }high%{ else }low%{ endif } ${port + 1}\n") // off the fast path: the var's type matters
+	run(true, "low 8001\n")
+	writeRes("8080")
+	run(false, "high 8081\n")
+	run(true, "high 8081\n")
+}

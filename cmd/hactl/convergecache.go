@@ -10,7 +10,6 @@ import (
 	"github.com/hactl/hactl/converge"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
-	ctyjson "github.com/zclconf/go-cty/cty/json"
 )
 
 // compileCache keeps a bare resource file's compiled (parsed and decoded)
@@ -36,13 +35,13 @@ func newCompileCache(root, file string, src []byte, evalCtx *hcl.EvalContext) *c
 	if err != nil {
 		return c
 	}
-	vars, err := ctyjson.Marshal(cty.ObjectVal(evalCtx.Variables), cty.DynamicPseudoType)
+	vars, err := converge.AppendValue(nil, cty.ObjectVal(evalCtx.Variables))
 	if err != nil {
 		return c
 	}
 	h := sha256.New()
 	for _, part := range [][]byte{
-		[]byte("hactl converge-cache 1"),
+		[]byte("hactl converge-cache 2"),
 		[]byte(exe + "\x00" + strconv.FormatInt(fi.Size(), 10) + "\x00" + strconv.FormatInt(fi.ModTime().UnixNano(), 10)),
 		[]byte(file), src, vars,
 	} {

@@ -42,7 +42,7 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g := &globals{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
-	root := newRootCmd(g)
+	root := newRootCmdFor(g, args)
 	root.SetArgs(normalizeArgs(root, args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -59,6 +59,20 @@ func run(args []string) int {
 	return 1
 }
 
+// hasSingleDashLong reports whether an argument before "--" looks like a
+// single-dash long flag (-json), which normalizeArgs may rewrite.
+func hasSingleDashLong(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			return true
+		}
+	}
+	return false
+}
+
 // normalizeArgs accepts Terraform-style single-dash long flags (-json,
 // -auto-approve, -out=FILE) by turning them into --json etc. when the name is
 // a long flag somewhere in the command tree. Short flags are left alone.
@@ -66,17 +80,7 @@ func run(args []string) int {
 // The command tree's flags are only collected when some argument looks like
 // one (LocalFlags merges flag sets: 0.3 ms of every start-up otherwise).
 func normalizeArgs(root *cobra.Command, args []string) []string {
-	candidate := false
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
-			candidate = true
-			break
-		}
-	}
-	if !candidate {
+	if !hasSingleDashLong(args) {
 		return args
 	}
 	long := map[string]bool{}

@@ -16,7 +16,7 @@ func runCLI(t *testing.T, stdin string, args ...string) (stdout, stderr string, 
 	t.Helper()
 	var out, errb bytes.Buffer
 	g := &globals{stdout: &out, stderr: &errb, stdin: strings.NewReader(stdin)}
-	root := newRootCmd(g)
+	root := newRootCmdFor(g, args) // as run does
 	root.SetArgs(normalizeArgs(root, args))
 	err := root.ExecuteContext(t.Context())
 	var ee *exitError

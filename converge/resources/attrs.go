@@ -37,42 +37,59 @@ func strDefault(name, def string) hcldec.Spec {
 // obj reads attributes from a decoded object value.
 type obj struct{ v cty.Value }
 
+// get returns the attribute and whether it is set (present and not
+// null), looking it up once (each lookup normalizes the name).
+func (o obj) get(name string) (cty.Value, bool) {
+	t := o.v.Type()
+	if !t.IsObjectType() || !t.HasAttribute(name) {
+		return cty.NilVal, false
+	}
+	a := o.v.GetAttr(name)
+	return a, !a.IsNull()
+}
+
 func (o obj) has(name string) bool {
-	return o.v.Type().IsObjectType() && o.v.Type().HasAttribute(name) && !o.v.GetAttr(name).IsNull()
+	_, ok := o.get(name)
+	return ok
 }
 
 func (o obj) str(name string) string {
-	if !o.has(name) {
+	a, ok := o.get(name)
+	if !ok {
 		return ""
 	}
-	return o.v.GetAttr(name).AsString()
+	return a.AsString()
 }
 
 func (o obj) strp(name string) *string {
-	if !o.has(name) {
+	a, ok := o.get(name)
+	if !ok {
 		return nil
 	}
-	s := o.v.GetAttr(name).AsString()
+	s := a.AsString()
 	return &s
 }
 
 func (o obj) boolean(name string) bool {
-	return o.has(name) && o.v.GetAttr(name).True()
+	a, ok := o.get(name)
+	return ok && a.True()
 }
 
 func (o obj) boolp(name string) *bool {
-	if !o.has(name) {
+	a, ok := o.get(name)
+	if !ok {
 		return nil
 	}
-	b := o.v.GetAttr(name).True()
+	b := a.True()
 	return &b
 }
 
 func (o obj) intp(name string) (*int, error) {
-	if !o.has(name) {
+	a, ok := o.get(name)
+	if !ok {
 		return nil, nil
 	}
-	bf := o.v.GetAttr(name).AsBigFloat()
+	bf := a.AsBigFloat()
 	i, acc := bf.Int64()
 	if acc != 0 || i < 0 {
 		return nil, fmt.Errorf("%s: want a non-negative whole number, got %s", name, bf.String())
@@ -82,22 +99,24 @@ func (o obj) intp(name string) (*int, error) {
 }
 
 func (o obj) list(name string) []string {
-	if !o.has(name) {
+	a, ok := o.get(name)
+	if !ok {
 		return nil
 	}
 	var out []string
-	for _, e := range o.v.GetAttr(name).AsValueSlice() {
+	for _, e := range a.AsValueSlice() {
 		out = append(out, e.AsString())
 	}
 	return out
 }
 
 func (o obj) strMap(name string) map[string]string {
-	if !o.has(name) {
+	a, ok := o.get(name)
+	if !ok {
 		return nil
 	}
 	out := map[string]string{}
-	for k, e := range o.v.GetAttr(name).AsValueMap() {
+	for k, e := range a.AsValueMap() {
 		out[k] = e.AsString()
 	}
 	return out

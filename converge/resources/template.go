@@ -1,11 +1,14 @@
 package resources
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
 	"os"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/hactl/hactl/converge"
 	"github.com/hashicorp/hcl/v2"
@@ -30,36 +33,217 @@ func templateKind() converge.Kind {
 		}),
 		New: func(env converge.Env, v cty.Value) (converge.Resource, error) {
 			o := obj{v}
-			f, err := newFile(env, o)
+			// The path first: its error is reported before the others.
+			p, err := env.Path(o.str("path"))
+			if err != nil {
+				return nil, fmt.Errorf("path: %w", err)
+			}
+			spec, err := templateSpecOf(o)
 			if err != nil {
 				return nil, err
 			}
-			src, content := o.str("source"), o.strp("content")
-			if (src == "") == (content == nil) && !f.absent {
-				return nil, errors.New("exactly one of source and content is required")
+			return spec.build(env, p)
+		},
+		Flatten: func(v cty.Value) ([]byte, error) {
+			spec, err := templateSpecOf(obj{v})
+			if err != nil {
+				return nil, err
 			}
-			var vars map[string]cty.Value
-			if o.has("vars") {
-				vv := v.GetAttr("vars")
-				if !vv.Type().IsObjectType() && !vv.Type().IsMapType() {
-					return nil, errors.New("vars: want an object")
-				}
-				vars = make(map[string]cty.Value, vv.LengthInt())
-				for it := vv.ElementIterator(); it.Next(); {
-					k, e := it.Element()
-					vars[k.AsString()] = compactNumber(e)
-				}
+			return spec.appendFlat(nil)
+		},
+		Unflatten: func(env converge.Env, flat []byte) (converge.Resource, error) {
+			spec, err := templateSpecFlat(flat)
+			if err != nil {
+				return nil, err
 			}
-			if content != nil {
-				c := *content
-				f.want = func() ([]byte, error) { return []byte(c), nil }
-			} else {
-				texts, path := simpleVars(vars), sourcePath(env, src)
-				f.want = func() ([]byte, error) { return render(env, path, vars, texts) }
+			p, err := env.Path(spec.path)
+			if err != nil {
+				return nil, fmt.Errorf("path: %w", err)
 			}
-			return f, nil
+			return spec.build(env, p)
 		},
 	}
+}
+
+// templateSpec is what a template resource is built from, checked: the
+// decoded value's attributes, or their flat form in a cached compilation
+// (no cty values but the vars, which only a template off the fast path
+// needs, decoded then).
+type templateSpec struct {
+	path, ensure, source string
+	mode                 string // as written: attrs.mode parsed
+	attrs                attrs
+	content              *string
+	vars                 func() (map[string]cty.Value, error) // nil without vars
+	texts                map[string]string                    // simpleVars of the vars
+}
+
+func templateSpecOf(o obj) (*templateSpec, error) {
+	s := &templateSpec{path: o.str("path"), ensure: o.str("ensure"), source: o.str("source"), mode: o.str("mode"), content: o.strp("content")}
+	if err := oneOf("ensure", s.ensure, "present", "absent"); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.attrs, err = decodeAttrs(o); err != nil {
+		return nil, err
+	}
+	if (s.source == "") == (s.content == nil) && s.ensure != "absent" {
+		return nil, errors.New("exactly one of source and content is required")
+	}
+	if vv, ok := o.get("vars"); ok {
+		if !vv.Type().IsObjectType() && !vv.Type().IsMapType() {
+			return nil, errors.New("vars: want an object")
+		}
+		vars := make(map[string]cty.Value, vv.LengthInt())
+		for it := vv.ElementIterator(); it.Next(); {
+			k, e := it.Element()
+			vars[k.AsString()] = compactNumber(e)
+		}
+		s.vars = func() (map[string]cty.Value, error) { return vars, nil }
+	}
+	return s, nil
+}
+
+// build makes the resource at host path p.
+func (s *templateSpec) build(env converge.Env, p string) (converge.Resource, error) {
+	f := &File{env: env, decl: s.path, path: p, absent: s.ensure == "absent", attrs: s.attrs}
+	if s.content != nil {
+		c := *s.content
+		f.want = func() ([]byte, error) { return []byte(c), nil }
+		return f, nil
+	}
+	texts := s.texts
+	if texts == nil && s.vars != nil {
+		vars, err := s.vars()
+		if err != nil {
+			return nil, err
+		}
+		texts = simpleVars(vars)
+	}
+	path, vars := sourcePath(env, s.source), s.vars
+	f.want = func() ([]byte, error) { return render(env, path, vars, texts) }
+	return f, nil
+}
+
+// The flat form: a version byte, then path, ensure, source, mode, owner
+// and group, content (a presence byte first), and the vars (a presence
+// byte, the vars object in converge.AppendValue's encoding, then the
+// simpleVars texts as a count and name, text pairs in name order).
+const templateFlatVersion = 1
+
+func (s *templateSpec) appendFlat(b []byte) ([]byte, error) {
+	str := func(v string) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	b = append(b, templateFlatVersion)
+	for _, v := range []string{s.path, s.ensure, s.source, s.mode, s.attrs.owner, s.attrs.group} {
+		str(v)
+	}
+	if s.content == nil {
+		b = append(b, 0)
+	} else {
+		b = append(b, 1)
+		str(*s.content)
+	}
+	if s.vars == nil {
+		return append(b, 0), nil
+	}
+	b = append(b, 1)
+	vars, err := s.vars()
+	if err != nil {
+		return nil, err
+	}
+	enc, err := converge.AppendValue(nil, cty.ObjectVal(vars))
+	if err != nil {
+		return nil, err
+	}
+	str(string(enc))
+	texts := simpleVars(vars)
+	names := make([]string, 0, len(texts))
+	for k := range texts {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	b = binary.AppendUvarint(b, uint64(len(names)))
+	for _, k := range names {
+		str(k)
+		str(texts[k])
+	}
+	return b, nil
+}
+
+var errFlat = errors.New("template: malformed cached form")
+
+func templateSpecFlat(b []byte) (*templateSpec, error) {
+	bad := false
+	uv := func() int {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)) {
+			bad = true
+			b = nil
+			return 0
+		}
+		b = b[k:]
+		return int(n)
+	}
+	str := func() string {
+		n := uv()
+		if n > len(b) {
+			bad = true
+			b = nil
+			return ""
+		}
+		v := string(b[:n])
+		b = b[n:]
+		return v
+	}
+	flag := func() bool {
+		if len(b) == 0 {
+			bad = true
+			return false
+		}
+		f := b[0]
+		b = b[1:]
+		if f > 1 {
+			bad = true
+		}
+		return f == 1
+	}
+	if len(b) == 0 || b[0] != templateFlatVersion {
+		return nil, errFlat
+	}
+	b = b[1:]
+	s := &templateSpec{path: str(), ensure: str(), source: str(), mode: str()}
+	s.attrs.owner, s.attrs.group = str(), str()
+	if flag() {
+		c := str()
+		s.content = &c
+	}
+	if flag() {
+		enc := str()
+		s.vars = sync.OnceValues(func() (map[string]cty.Value, error) {
+			v, err := converge.DecodeValue([]byte(enc))
+			if err != nil {
+				return nil, fmt.Errorf("template: cached vars: %w", err)
+			}
+			return v.AsValueMap(), nil
+		})
+		n := uv()
+		s.texts = make(map[string]string, n)
+		for range n {
+			k := str()
+			s.texts[k] = str()
+		}
+	}
+	if bad || len(b) != 0 {
+		return nil, errFlat
+	}
+	var err error
+	if s.attrs.mode, err = parseMode(s.mode); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // parsedTemplate is a template file parsed once per run (Memo), with its
@@ -71,8 +255,9 @@ type parsedTemplate struct {
 }
 
 // render renders the template file at path with vars; texts holds the
-// vars that have a plain text form (simpleVars), for the fast path.
-func render(env converge.Env, path string, vars map[string]cty.Value, texts map[string]string) ([]byte, error) {
+// vars that have a plain text form (simpleVars), for the fast path. vars
+// is nil without vars, and called only off the fast path.
+func render(env converge.Env, path string, varsOf func() (map[string]cty.Value, error), texts map[string]string) ([]byte, error) {
 	// Resources of one run share a template: read and parse it once.
 	v, err := env.Memo.Do("template:"+path, func() (any, error) {
 		src, err := os.ReadFile(path)
@@ -95,6 +280,12 @@ func render(env converge.Env, path string, vars map[string]cty.Value, texts map[
 	if pt.planOK {
 		if out, ok := renderPlan(pt.plan, texts); ok {
 			return out, nil
+		}
+	}
+	var vars map[string]cty.Value
+	if varsOf != nil {
+		if vars, err = varsOf(); err != nil {
+			return nil, err
 		}
 	}
 	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{}}
