@@ -226,6 +226,11 @@ func AppendValue(b []byte, v cty.Value) ([]byte, error) {
 	return w.buf, nil
 }
 
+// Bounds on a decoded number: binary exponent and mantissa precision. HCL
+// parses literals at 512 bits; an exponent of 2^16 is a 20,000-digit
+// number.
+const maxNumberExp, maxNumberPrec = 1 << 16, 4096
+
 // DecodeValue decodes what AppendValue appended (all of b).
 func DecodeValue(b []byte) (cty.Value, error) {
 	r := &decoder{buf: b}
@@ -432,6 +437,13 @@ func (r *decoder) value(p *plan) cty.Value {
 	case t == cty.Number:
 		bf := new(big.Float)
 		if err := bf.GobDecode(r.bytes(r.uvarint())); err != nil || r.err != nil {
+			r.fail()
+			return cty.NilVal
+		}
+		// Bound what a damaged file can ask of later formatting (set
+		// hashing prints numbers): an exponent of millions of digits
+		// spins for minutes. Refused, the cache is re-made from source.
+		if e := bf.MantExp(nil); e > maxNumberExp || e < -maxNumberExp || bf.Prec() > maxNumberPrec {
 			r.fail()
 			return cty.NilVal
 		}

@@ -3,6 +3,7 @@ package converge
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"strconv"
 	"strings"
 	"testing"
@@ -263,5 +264,30 @@ resource "value" "c" { str = "three" }
 	}
 	if got := run(d); strings.Join(got, " ") != "flat:one new:-" {
 		t.Errorf("decoded: built %v", got)
+	}
+}
+
+// A number whose exponent no configuration could hold (a damaged or forged
+// cache) is refused instead of decoded; a large one HCL could hold is not.
+func TestDecodeValue_NumberBounds(t *testing.T) {
+	enc := func(f *big.Float) []byte {
+		b, err := AppendValue(nil, cty.NumberVal(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ok := new(big.Float).SetPrec(512).SetMantExp(big.NewFloat(1), 3000) // ~1e903
+	if v, err := DecodeValue(enc(ok)); err != nil || v.AsBigFloat().Cmp(ok) != 0 {
+		t.Errorf("2^3000: %v, %v", v, err)
+	}
+	for _, f := range []*big.Float{
+		new(big.Float).SetPrec(512).SetMantExp(big.NewFloat(1), 1<<24),
+		new(big.Float).SetPrec(512).SetMantExp(big.NewFloat(1), -(1 << 24)),
+		new(big.Float).SetPrec(1 << 16).SetInt64(3),
+	} {
+		if _, err := DecodeValue(enc(f)); err == nil {
+			t.Errorf("exponent %d, precision %d: decoded", f.MantExp(nil), f.Prec())
+		}
 	}
 }

@@ -363,7 +363,7 @@ func TestEnv_Path_Confinement(t *testing.T) {
 		}
 	}
 	must(os.MkdirAll(filepath.Join(root, "etc"), 0o755))
-	must(os.Symlink("/etc", filepath.Join(root, "abs")))        // absolute, resolved inside the root
+	must(os.Symlink("/etc", filepath.Join(root, "abs")))        // absolute: the kernel follows it to the host's /etc
 	must(os.Symlink(outside, filepath.Join(root, "escape")))    // really points outside
 	must(os.Symlink("../../..", filepath.Join(root, "etc/up"))) // climbs out
 	must(os.Symlink("etc", filepath.Join(root, "rel")))         // relative, inside
