@@ -370,12 +370,36 @@ func (n *Node) controlLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		n.tick(ctx)
+		r, _ := n.raft()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-n.kick:
+		case <-r.LeaderCh(): // leadership won or lost: retune heartbeats and act at once
 		}
+	}
+}
+
+// tuneHeartbeat runs raft with LeaderHeartbeatTimeout while this node leads
+// and with HeartbeatTimeout otherwise (see Config.LeaderHeartbeatTimeout). It
+// is level-based and cheap when nothing changes; the control loop calls it
+// on every pass and at once when raft reports a leadership change.
+func (n *Node) tuneHeartbeat(r *raft.Raft) {
+	if n.cfg.LeaderHeartbeatTimeout == 0 {
+		return
+	}
+	hb, el := n.cfg.HeartbeatTimeout, n.cfg.ElectionTimeout
+	if r.State() == raft.Leader {
+		hb, el = n.cfg.LeaderHeartbeatTimeout, max(el, n.cfg.LeaderHeartbeatTimeout)
+	}
+	rc := r.ReloadableConfig()
+	if rc.HeartbeatTimeout == hb && rc.ElectionTimeout == el {
+		return
+	}
+	rc.HeartbeatTimeout, rc.ElectionTimeout = hb, el
+	if err := r.ReloadConfig(rc); err != nil {
+		n.log.Warn("raft heartbeat timeout", "want", hb, "err", err)
 	}
 }
 
@@ -392,6 +416,7 @@ func (n *Node) wake() {
 // tick is one level-based pass: it looks at the world and acts on it.
 func (n *Node) tick(ctx context.Context) {
 	r, _ := n.raft()
+	n.tuneHeartbeat(r)
 	now := time.Now()
 	quorum := n.checkQuorum(r, now)
 	n.watchdog(quorum, now)
