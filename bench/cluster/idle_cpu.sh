@@ -18,7 +18,9 @@
 #
 # IDLE_BINS="label=/path/to/hactl ..." measures prebuilt binaries instead of
 # building this checkout, one cluster after the other, ROUNDS times in
-# alternation (paired comparison on a shared machine).
+# alternation (paired comparison on a shared machine). IDLE_ENV_<label>
+# holds extra environment (VAR=value ...) for that label's cluster (the
+# local provider passes its environment on to the node processes).
 # Usage: [IDLE_BINS=...] bench/cluster/idle_cpu.sh [WINDOW [COUNT [ROUNDS]]]
 #        (default 30 1 1; needs go, python3)
 set -euo pipefail
@@ -108,7 +110,9 @@ for round in $(seq 1 "$ROUNDS"); do
     label=${lb%%=*} bin=${lb#*=}
     export HACTL_STATE_DIR=$WORK/state-$label-$round
     CUR_BIN=$bin
-    "$bin" apply -auto-approve "$WORK/blog" >/dev/null
+    envvar=IDLE_ENV_$label
+    # shellcheck disable=SC2086 # word splitting of VAR=value pairs is intended
+    env ${!envvar:-} "$bin" apply -auto-approve "$WORK/blog" >/dev/null
     sleep 20
     for i in $(seq 1 "$COUNT"); do
       LEADER=$("$bin" status -json "$WORK/blog" | python3 -c 'import json,sys; c=json.load(sys.stdin).get("control") or {}; print((c.get("leader") or "?").split("@")[0])')
