@@ -37,7 +37,7 @@ type Node struct {
 	kick chan struct{}  // wakes the control loop before its next tick (buffer 1)
 	wg   sync.WaitGroup // every goroutine the node starts
 
-	netTrans  *memberlist.NetTransport
+	netTrans  *gossipNet
 	raftAddr  string
 	serverTLS *tls.Config
 	clientTLS *tls.Config
@@ -85,11 +85,12 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 	ip := cfg.BindAddr.String()
-	n.netTrans, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{ip}, BindPort: cfg.GossipPort, Logger: n.stdLogger("memberlist"),
-	})
+	if cfg.GossipPort < 0 || cfg.GossipPort > 65535 {
+		return nil, fmt.Errorf("node %s: gossip port %d out of range", cfg.Name, cfg.GossipPort)
+	}
+	n.netTrans, err = listenGossip(cfg.BindAddr, cfg.GossipPort, lg.With("lib", "memberlist"))
 	if err != nil {
-		return nil, fmt.Errorf("node %s gossip listen %s:%d: %w", cfg.Name, ip, cfg.GossipPort, err)
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 	ts, err := listenTLS(net.JoinHostPort(ip, strconv.Itoa(cfg.RaftPort)), n.serverTLS, n.clientTLS)
 	if err != nil {
@@ -125,7 +126,7 @@ func New(cfg Config) (*Node, error) {
 
 // GossipAddr is the host:port peers join.
 func (n *Node) GossipAddr() string {
-	return net.JoinHostPort(n.cfg.BindAddr.String(), strconv.Itoa(n.netTrans.GetAutoBindPort()))
+	return net.JoinHostPort(n.cfg.BindAddr.String(), strconv.Itoa(n.netTrans.port()))
 }
 
 // RaftAddr is the host:port of the raft transport.
@@ -236,7 +237,7 @@ func (n *Node) startGossip() (*memberlist.Memberlist, error) {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = n.cfg.Name
 	mc.BindAddr = n.cfg.BindAddr.String()
-	mc.BindPort = n.netTrans.GetAutoBindPort()
+	mc.BindPort = n.netTrans.port()
 	mc.AdvertiseAddr = mc.BindAddr
 	mc.AdvertisePort = mc.BindPort
 	kr, err := memberlist.NewKeyring(n.cfg.Keyring, n.cfg.Keyring[0])
