@@ -17,8 +17,9 @@
 # the leader and the other nodes, over all windows and over run-free ones.
 #
 # IDLE_BINS="label=/path/to/hactl ..." measures prebuilt binaries instead of
-# building this checkout, one cluster after the other, ROUNDS times in
-# alternation (paired comparison on a shared machine). IDLE_ENV_<label>
+# building this checkout (labels: letters, digits and _), one cluster after
+# the other, ROUNDS times in alternation (paired comparison on a shared
+# machine). IDLE_ENV_<label>
 # holds extra environment (VAR=value ...) for that label's cluster (the
 # local provider passes its environment on to the node processes).
 # Usage: [IDLE_BINS=...] bench/cluster/idle_cpu.sh [WINDOW [COUNT [ROUNDS]]]
