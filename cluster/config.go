@@ -72,10 +72,22 @@ type Config struct {
 	GossipInterval      time.Duration // 100ms
 	DeadNodeReclaimTime time.Duration // 5s: a rebuilt slot may rejoin under its name after this
 
-	// Raft tuning.
+	// Raft tuning. HeartbeatTimeout is how long a follower waits without
+	// hearing from the leader before it calls an election (randomised up to
+	// 2×).
 	HeartbeatTimeout   time.Duration // 1s
 	ElectionTimeout    time.Duration // 1s
 	LeaderLeaseTimeout time.Duration // 500ms
+	// LeaderHeartbeatTimeout is the heartbeat timeout raft runs with while
+	// this node leads. hashicorp/raft derives the leader's heartbeat period
+	// from its own HeartbeatTimeout (one every HeartbeatTimeout/10, randomised
+	// up to 2×), so the node switches to this value on becoming leader and
+	// back on losing leadership: the leader sends a heartbeat every 200–400 ms
+	// instead of 100–200 ms, while followers still call an election after
+	// HeartbeatTimeout. Its 2×/10 must stay under LeaderLeaseTimeout and at
+	// most HeartbeatTimeout/2 (a follower hears at least two heartbeats before
+	// it may time out). 0 keeps HeartbeatTimeout. 2s.
+	LeaderHeartbeatTimeout time.Duration
 	// CommitTimeout: an idle leader sends every follower an AppendEntries at
 	// this period (randomised up to 2×) on top of the heartbeats
 	// (HeartbeatTimeout/10); it is also how late a follower may learn that
@@ -189,32 +201,33 @@ type TLSFiles struct {
 // addresses, secrets and DataDir are left for the caller.
 func DefaultConfig() Config {
 	return Config{
-		Generation:            1,
-		Voter:                 true,
-		BindAddr:              netip.MustParseAddr("127.0.0.1"),
-		JoinRetry:             2 * time.Second,
-		MaxVoters:             5,
-		ProbeInterval:         150 * time.Millisecond,
-		ProbeTimeout:          100 * time.Millisecond,
-		SuspicionMult:         2,
-		IndirectChecks:        3,
-		GossipInterval:        100 * time.Millisecond,
-		DeadNodeReclaimTime:   5 * time.Second,
-		HeartbeatTimeout:      time.Second,
-		ElectionTimeout:       time.Second,
-		LeaderLeaseTimeout:    500 * time.Millisecond,
-		CommitTimeout:         time.Second,
-		SnapshotThreshold:     1024,
-		Tick:                  500 * time.Millisecond,
-		SelfFenceTimeout:      10 * time.Second,
-		FailureTimeout:        5 * time.Second,
-		FenceDelay:            250 * time.Millisecond,
-		LeaderAvoidsVIPs:      true,
-		LoneSurvivorAfter:     30 * time.Second,
-		MaxConcurrentRebuilds: 1,
-		RebuildBackoff:        30 * time.Second,
-		RebuildTimeout:        10 * time.Minute,
-		MinUptime:             30 * time.Second,
+		Generation:             1,
+		Voter:                  true,
+		BindAddr:               netip.MustParseAddr("127.0.0.1"),
+		JoinRetry:              2 * time.Second,
+		MaxVoters:              5,
+		ProbeInterval:          150 * time.Millisecond,
+		ProbeTimeout:           100 * time.Millisecond,
+		SuspicionMult:          2,
+		IndirectChecks:         3,
+		GossipInterval:         100 * time.Millisecond,
+		DeadNodeReclaimTime:    5 * time.Second,
+		HeartbeatTimeout:       time.Second,
+		ElectionTimeout:        time.Second,
+		LeaderLeaseTimeout:     500 * time.Millisecond,
+		LeaderHeartbeatTimeout: 2 * time.Second,
+		CommitTimeout:          time.Second,
+		SnapshotThreshold:      1024,
+		Tick:                   500 * time.Millisecond,
+		SelfFenceTimeout:       10 * time.Second,
+		FailureTimeout:         5 * time.Second,
+		FenceDelay:             250 * time.Millisecond,
+		LeaderAvoidsVIPs:       true,
+		LoneSurvivorAfter:      30 * time.Second,
+		MaxConcurrentRebuilds:  1,
+		RebuildBackoff:         30 * time.Second,
+		RebuildTimeout:         10 * time.Minute,
+		MinUptime:              30 * time.Second,
 	}
 }
 
@@ -253,6 +266,17 @@ func (c *Config) validate() error {
 	}
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		errs = append(errs, fmt.Errorf("raft leader lease timeout %s is longer than the heartbeat timeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
+	}
+	if lh := c.LeaderHeartbeatTimeout; lh != 0 {
+		gap := 2 * lh / 10 // the longest wait between two heartbeats of a leader
+		switch {
+		case lh < c.HeartbeatTimeout:
+			errs = append(errs, fmt.Errorf("raft leader heartbeat timeout %s is shorter than the heartbeat timeout %s", lh, c.HeartbeatTimeout))
+		case gap >= c.LeaderLeaseTimeout:
+			errs = append(errs, fmt.Errorf("raft leader heartbeat timeout %s lets heartbeats lapse %s, not under the leader lease timeout %s", lh, gap, c.LeaderLeaseTimeout))
+		case gap > c.HeartbeatTimeout/2:
+			errs = append(errs, fmt.Errorf("raft leader heartbeat timeout %s lets heartbeats lapse %s, more than half the heartbeat timeout %s", lh, gap, c.HeartbeatTimeout))
+		}
 	}
 	if c.MaxVoters < 1 {
 		errs = append(errs, errors.New("max voters must be at least 1"))

@@ -120,6 +120,7 @@ func (e *env) fastConfig(name, role string, slot, gen int) Config {
 	c.HeartbeatTimeout = 600 * time.Millisecond
 	c.ElectionTimeout = 600 * time.Millisecond
 	c.LeaderLeaseTimeout = 300 * time.Millisecond
+	c.LeaderHeartbeatTimeout = 1200 * time.Millisecond // heartbeats every 120-240ms, under the 300ms lease
 	c.Tick = 100 * time.Millisecond
 	c.SelfFenceTimeout = 2 * time.Second
 	c.FailureTimeout = time.Second

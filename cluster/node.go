@@ -37,7 +37,7 @@ type Node struct {
 	kick chan struct{}  // wakes the control loop before its next tick (buffer 1)
 	wg   sync.WaitGroup // every goroutine the node starts
 
-	netTrans  *memberlist.NetTransport
+	netTrans  *gossipNet
 	raftAddr  string
 	serverTLS *tls.Config
 	clientTLS *tls.Config
@@ -85,11 +85,12 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 	ip := cfg.BindAddr.String()
-	n.netTrans, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{ip}, BindPort: cfg.GossipPort, Logger: n.stdLogger("memberlist"),
-	})
+	if cfg.GossipPort < 0 || cfg.GossipPort > 65535 {
+		return nil, fmt.Errorf("node %s: gossip port %d out of range", cfg.Name, cfg.GossipPort)
+	}
+	n.netTrans, err = listenGossip(cfg.BindAddr, cfg.GossipPort, lg.With("lib", "memberlist"))
 	if err != nil {
-		return nil, fmt.Errorf("node %s gossip listen %s:%d: %w", cfg.Name, ip, cfg.GossipPort, err)
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 	ts, err := listenTLS(net.JoinHostPort(ip, strconv.Itoa(cfg.RaftPort)), n.serverTLS, n.clientTLS)
 	if err != nil {
@@ -125,7 +126,7 @@ func New(cfg Config) (*Node, error) {
 
 // GossipAddr is the host:port peers join.
 func (n *Node) GossipAddr() string {
-	return net.JoinHostPort(n.cfg.BindAddr.String(), strconv.Itoa(n.netTrans.GetAutoBindPort()))
+	return net.JoinHostPort(n.cfg.BindAddr.String(), strconv.Itoa(n.netTrans.port()))
 }
 
 // RaftAddr is the host:port of the raft transport.
@@ -236,7 +237,7 @@ func (n *Node) startGossip() (*memberlist.Memberlist, error) {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = n.cfg.Name
 	mc.BindAddr = n.cfg.BindAddr.String()
-	mc.BindPort = n.netTrans.GetAutoBindPort()
+	mc.BindPort = n.netTrans.port()
 	mc.AdvertiseAddr = mc.BindAddr
 	mc.AdvertisePort = mc.BindPort
 	kr, err := memberlist.NewKeyring(n.cfg.Keyring, n.cfg.Keyring[0])
@@ -370,12 +371,36 @@ func (n *Node) controlLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		n.tick(ctx)
+		r, _ := n.raft()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-n.kick:
+		case <-r.LeaderCh(): // leadership won or lost: retune heartbeats and act at once
 		}
+	}
+}
+
+// tuneHeartbeat runs raft with LeaderHeartbeatTimeout while this node leads
+// and with HeartbeatTimeout otherwise (see Config.LeaderHeartbeatTimeout). It
+// is level-based and cheap when nothing changes; the control loop calls it
+// on every pass and at once when raft reports a leadership change.
+func (n *Node) tuneHeartbeat(r *raft.Raft) {
+	if n.cfg.LeaderHeartbeatTimeout == 0 {
+		return
+	}
+	hb, el := n.cfg.HeartbeatTimeout, n.cfg.ElectionTimeout
+	if r.State() == raft.Leader {
+		hb, el = n.cfg.LeaderHeartbeatTimeout, max(el, n.cfg.LeaderHeartbeatTimeout)
+	}
+	rc := r.ReloadableConfig()
+	if rc.HeartbeatTimeout == hb && rc.ElectionTimeout == el {
+		return
+	}
+	rc.HeartbeatTimeout, rc.ElectionTimeout = hb, el
+	if err := r.ReloadConfig(rc); err != nil {
+		n.log.Warn("raft heartbeat timeout", "want", hb, "err", err)
 	}
 }
 
@@ -392,6 +417,7 @@ func (n *Node) wake() {
 // tick is one level-based pass: it looks at the world and acts on it.
 func (n *Node) tick(ctx context.Context) {
 	r, _ := n.raft()
+	n.tuneHeartbeat(r)
 	now := time.Now()
 	quorum := n.checkQuorum(r, now)
 	n.watchdog(quorum, now)

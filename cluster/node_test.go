@@ -143,10 +143,24 @@ func TestConfig_Validate_RaftTimings(t *testing.T) {
 		{"heartbeat above election", 2 * time.Second, time.Second, 500 * time.Millisecond, "election timeout 1s is shorter than the heartbeat timeout 2s"},
 		{"lease above heartbeat", time.Second, time.Second, 2 * time.Second, "leader lease timeout 2s is longer than the heartbeat timeout 1s"},
 		{"both slower", 2 * time.Second, 2 * time.Second, 500 * time.Millisecond, ""},
+		{"leader heartbeat default", time.Second, time.Second, 500 * time.Millisecond, ""},
+		{"leader heartbeat off", time.Second, time.Second, 500 * time.Millisecond, ""},
+		{"leader heartbeat below follower's", time.Second, time.Second, 500 * time.Millisecond, "leader heartbeat timeout 500ms is shorter than the heartbeat timeout 1s"},
+		{"leader heartbeats lapse past the lease", time.Second, time.Second, 300 * time.Millisecond, "lets heartbeats lapse 400ms, not under the leader lease timeout 300ms"},
+		{"leader heartbeats lapse past half the follower's timeout", 700 * time.Millisecond, time.Second, 500 * time.Millisecond, "lets heartbeats lapse 400ms, more than half the heartbeat timeout 700ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.fastConfig("web-1", "web", 1, 1)
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = tc.heartbeat, tc.election, tc.lease
+			c.LeaderHeartbeatTimeout = DefaultConfig().LeaderHeartbeatTimeout
+			switch tc.name {
+			case "leader heartbeat off":
+				c.LeaderHeartbeatTimeout = 0
+			case "leader heartbeat below follower's":
+				c.LeaderHeartbeatTimeout = 500 * time.Millisecond
+			case "both slower":
+				c.LeaderHeartbeatTimeout = 0
+			}
 			err := c.validate()
 			switch {
 			case tc.wantErr == "" && err != nil:
@@ -269,6 +283,58 @@ func TestNode_Raft_LeaderFailover(t *testing.T) {
 		return hasEvent(st.History, "before failover") && st.Primaries["db"] == old.Name()
 	})
 	if err := nl.Record("test", "", "after failover"); err != nil {
+		t.Fatalf("new leader cannot commit: %v", err)
+	}
+}
+
+// The leader runs raft with LeaderHeartbeatTimeout (fewer heartbeats) and
+// every other node with HeartbeatTimeout (unchanged election trigger); a
+// leader that hands leadership over goes back to the follower's timeouts.
+func TestNode_Raft_LeaderHeartbeatTimeout(t *testing.T) {
+	t.Parallel() // nodes mostly wait on timers; each test has its own keyring and CA
+	e := newEnv(t)
+	nodes := e.startCluster("db", 3, nil)
+	l := waitLeader(t, nodes)
+	eventually(t, "three voters", func() bool { return len(l.Status().Voters) == 3 })
+	cfg := l.cfg
+	if cfg.LeaderHeartbeatTimeout <= cfg.HeartbeatTimeout {
+		t.Fatalf("test config: leader heartbeat timeout %s is not above %s", cfg.LeaderHeartbeatTimeout, cfg.HeartbeatTimeout)
+	}
+	timeouts := func(n *testNode) (time.Duration, time.Duration) {
+		r, _ := n.raft()
+		rc := r.ReloadableConfig()
+		return rc.HeartbeatTimeout, rc.ElectionTimeout
+	}
+	tuned := func(leader *testNode) func() bool {
+		return func() bool {
+			for _, n := range nodes {
+				hb, el := timeouts(n)
+				want := cfg.HeartbeatTimeout
+				if n == leader {
+					want = cfg.LeaderHeartbeatTimeout
+				}
+				if hb != want || el < hb {
+					return false
+				}
+				if n != leader && el != cfg.ElectionTimeout {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	eventually(t, "the leader on the leader heartbeat timeout, followers on theirs", tuned(l))
+	r, _ := l.raft()
+	if err := r.LeadershipTransfer().Error(); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	var nl *testNode
+	eventually(t, "another leader", func() bool {
+		nl = leaderOf(nodes)
+		return nl != nil && nl != l
+	})
+	eventually(t, "the new leader on the leader heartbeat timeout, the old one back on the follower's", tuned(nl))
+	if err := nl.Record("test", "", "after transfer"); err != nil {
 		t.Fatalf("new leader cannot commit: %v", err)
 	}
 }
