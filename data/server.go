@@ -399,9 +399,9 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 // means durable, and a file is renamed to its final name only once its
 // content is on disk, so nothing half-written is ever visible under it.
 // Stores that arrive while a commit runs wait for the next one: with the
-// 64 small files a push keeps in flight, 10,000 small files need a few
-// hundred syncfs instead of 20,000 fsyncs (see docs/data.md,
-// docs/performance.md).
+// 64 small files a push keeps in flight, one push of 10,000 small files
+// made 872 syncfs and 488 fsyncs instead of 20,000 fsyncs (see
+// docs/data.md, docs/performance.md).
 type commitReq struct {
 	f        *os.File // the temporary file, still open (its fd names its filesystem)
 	tmp, dst string
