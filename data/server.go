@@ -17,7 +17,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Replication protocol (HTTP/1.1 or HTTP/2 over mutual TLS), served by
@@ -40,8 +43,10 @@ import (
 //
 // A stored file is written to a temporary file beside its destination
 // (a resumable upload's partial file, see below), checked against its
-// digest and size, fsynced, renamed into place and its directory fsynced before
-// the reply: a 2xx means durable. Without force, a store or delete whose
+// digest and size, made durable, renamed into place and made durable again
+// before the reply (a group commit of the stores received meanwhile: one
+// syncfs per batch, or fsyncs of the file and its directory for a lone
+// store): a 2xx means durable. Without force, a store or delete whose
 // mtime is older than the local file's is refused with 409 (last writer
 // wins). A resumable upload (resume=1, used for large files) cut short
 // keeps its partial file, named by content digest; a retry asks
@@ -59,6 +64,10 @@ type Server struct {
 	log   *slog.Logger
 	cache *hashCache
 	mu    sync.Mutex // serialises the commit (check + rename) of stores
+
+	cmu        sync.Mutex // guards pending and committing (group commit)
+	pending    []*commitReq
+	committing bool
 
 	hmu     sync.Mutex
 	uploads map[string]bool // content hashes with a resumable upload running
@@ -338,8 +347,13 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	if have != sp.offset {
 		return httpError{http.StatusRequestedRangeNotSatisfiable, fmt.Sprintf("have %d bytes of %s, not %d", have, sp.sum, sp.offset)}
 	}
-	if err := f.Truncate(sp.offset); err != nil {
-		return err
+	if sp.resume && r.Method == http.MethodPut {
+		// Drop what follows the offset. Never on a fresh temporary file:
+		// on ext4 a truncated file is flushed when it is closed
+		// (auto_da_alloc), one write-out per file.
+		if err := f.Truncate(sp.offset); err != nil {
+			return err
+		}
 	}
 	// One byte more than expected, to notice a body that is too long.
 	n, err := receive(f, sp.offset, body, sp.size-sp.offset+1, h)
@@ -353,32 +367,157 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	if err := f.Chmod(sp.mode); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
 	if err := os.Chtimes(pp, sp.mtime, sp.mtime); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.checkNewer(dst, sp.mtime, sp.alg, sp.sum, sp.force); err != nil {
-		os.Remove(pp)
-		return err
-	}
-	if err := os.Rename(pp, dst); err != nil {
-		return err
-	}
-	committed = true
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	// Made durable, renamed into place and made durable again by the
+	// group commit, together with the stores received meanwhile.
+	c := &commitReq{f: f, tmp: pp, dst: dst, sp: sp, done: make(chan error, 1)}
+	err = s.commit(c)
+	committed = c.renamed
+	if err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Group commit. A received store is verified and written to its
+// temporary file without an fsync, then queued here; one goroutine at a
+// time commits everything queued:
+//
+//   - a queue of one store (a lone sync write): fsync of the file, rename
+//     into place, fsync of its directory (2 fsyncs);
+//   - a queue of several: one syncfs(2) per filesystem holding them (data
+//     and inodes of every temporary file durable), every rename, and one
+//     syncfs again (the new directory entries durable).
+//
+// Each store is answered only after the second step, so a 2xx still
+// means durable, and a file is renamed to its final name only once its
+// content is on disk, so nothing half-written is ever visible under it.
+// Stores that arrive while a commit runs wait for the next one: with the
+// 64 small files a push keeps in flight, one push of 10,000 small files
+// made 872 syncfs and 488 fsyncs instead of 20,000 fsyncs (see
+// docs/data.md, docs/performance.md).
+type commitReq struct {
+	f        *os.File // the temporary file, still open (its fd names its filesystem)
+	tmp, dst string
+	sp       storeParams
+	renamed  bool // set by the committer: tmp is now dst
+	done     chan error
+}
+
+// commit queues c and waits until it is committed or has failed.
+func (s *Server) commit(c *commitReq) error {
+	s.cmu.Lock()
+	s.pending = append(s.pending, c)
+	if !s.committing {
+		s.committing = true
+		go s.drain()
+	}
+	s.cmu.Unlock()
+	return <-c.done
+}
+
+// drain commits queued stores, a batch at a time, until none is left.
+func (s *Server) drain() {
+	s.cmu.Lock()
+	for len(s.pending) > 0 {
+		batch := s.pending
+		s.pending = nil
+		s.cmu.Unlock()
+		s.commitBatch(batch)
+		s.cmu.Lock()
+	}
+	s.committing = false
+	s.cmu.Unlock()
+}
+
+func (s *Server) commitBatch(batch []*commitReq) {
+	if len(batch) == 1 {
+		batch[0].done <- s.commitOne(batch[0])
+		return
+	}
+	if err := syncFilesystems(batch); err != nil {
+		for _, c := range batch {
+			c.done <- err
+		}
+		return
+	}
+	var renamed []*commitReq
+	s.mu.Lock()
+	for _, c := range batch {
+		if err := s.checkNewer(c.dst, c.sp.mtime, c.sp.alg, c.sp.sum, c.sp.force); err != nil {
+			os.Remove(c.tmp)
+			c.done <- err
+			continue
+		}
+		if err := os.Rename(c.tmp, c.dst); err != nil {
+			c.done <- err
+			continue
+		}
+		c.renamed = true
+		renamed = append(renamed, c)
+	}
+	s.mu.Unlock()
+	err := syncFilesystems(renamed)
+	for _, c := range renamed {
+		c.done <- err
+	}
+}
+
+// commitOne commits a store alone: fsync, rename, fsync of the directory.
+func (s *Server) commitOne(c *commitReq) error {
+	if err := c.f.Sync(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkNewer(c.dst, c.sp.mtime, c.sp.alg, c.sp.sum, c.sp.force); err != nil {
+		os.Remove(c.tmp)
+		return err
+	}
+	if err := os.Rename(c.tmp, c.dst); err != nil {
+		return err
+	}
+	c.renamed = true
+	return syncDir(filepath.Dir(c.dst))
+}
+
+// syncFilesystems runs syncfs(2) once on each filesystem that holds one
+// of the batch's files (usually one: the data directory's). syncfs
+// reports writeback errors of the filesystem since the descriptor was
+// opened (Linux 5.8 and later).
+func syncFilesystems(batch []*commitReq) error {
+	seen := map[uint64]bool{}
+	for _, c := range batch {
+		st, err := c.f.Stat()
+		if err != nil {
+			return err
+		}
+		dev := uint64(0)
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			dev = uint64(sys.Dev)
+		}
+		if seen[dev] {
+			continue
+		}
+		seen[dev] = true
+		rc, err := c.f.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.Syncfs(int(fd)) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("syncfs: %w", serr)
+		}
+	}
 	return nil
 }
 
