@@ -45,6 +45,7 @@ type Node struct {
 	store     *raftboltdb.BoltStore
 	snaps     raft.SnapshotStore
 	ran       atomic.Bool
+	inv       inventory // the reconciler's last provider listing (control loop only)
 
 	mu       sync.Mutex // guards the fields below
 	meta     nodeMeta

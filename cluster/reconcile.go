@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/hactl/hactl/lang"
 	"github.com/hactl/hactl/plan"
 	"github.com/hactl/hactl/providers"
 )
@@ -65,7 +66,13 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft, st State, members ma
 			inflight++
 		}
 	}
-	in, err := n.observe(ctx, members, st, now)
+	// The last listing may stand only in a steady cluster (see
+	// ProviderListInterval); an empty key lists afresh.
+	key := ""
+	if inflight == 0 && !anyActive(st.Rebuilds) && allAlive(members) {
+		key = inventoryKey(r.CurrentTerm(), spec, members, st)
+	}
+	in, err := n.observe(ctx, members, st, now, key)
 	if err != nil {
 		n.log.Warn("reconcile: observe", "err", err)
 		return
@@ -81,6 +88,9 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft, st State, members ma
 		if s.Action != plan.ActionMoveVIP {
 			pending++
 		}
+	}
+	if pending > 0 {
+		n.inv.key = "" // work to do: the next pass lists afresh
 	}
 	n.mu.Lock()
 	n.planned = plannedAt{At: now, Spec: spec, Steps: pending}
@@ -162,9 +172,65 @@ func (n *Node) applyRebuild(r *raft.Raft, rb Rebuild) error {
 	return err
 }
 
+// inventory is the reconciler's last provider listing (control loop only):
+// the machines of each provider, when they were listed, and the key of the
+// cluster's state they were listed in.
+type inventory struct {
+	key string
+	at  time.Time
+	ms  map[string][]providers.Machine
+}
+
+// allAlive reports whether every member is alive: while one is suspect,
+// dead or gone, the machines' power states are what the plan turns on.
+func allAlive(members map[string]Member) bool {
+	for _, m := range members {
+		if m.State != StateAlive {
+			return false
+		}
+	}
+	return true
+}
+
+func anyActive(rbs map[string]Rebuild) bool {
+	for _, rb := range rbs {
+		if active(rb) {
+			return true
+		}
+	}
+	return false
+}
+
+// inventoryKey identifies what the reconciler's plan depends on besides the
+// provider's inventory: the leader's term, the configuration in force, each
+// member's generation, state, health and raft standing, and the fence and
+// rebuild records. While it is unchanged, nothing visible to the cluster
+// happened, so a listing younger than ProviderListInterval stands.
+func inventoryKey(term uint64, spec *lang.Config, members map[string]Member, st State) string {
+	names := make([]string, 0, len(members))
+	for name := range members {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	b := fmt.Appendf(nil, "%d %p", term, spec)
+	for _, name := range names {
+		m := members[name]
+		b = fmt.Appendf(b, "|%s@%d %v %v %t", name, m.Generation, m.State, m.Health, m.Formed)
+	}
+	rbs := make([]string, 0, len(st.Rebuilds))
+	for name, rb := range st.Rebuilds {
+		rbs = append(rbs, fmt.Sprintf("%s@%d %v %d %d", name, rb.Generation, rb.State, rb.Attempts, rb.Updated.UnixNano()))
+	}
+	slices.Sort(rbs)
+	b = fmt.Appendf(b, "|r %v|f %d", rbs, len(st.Fences))
+	return string(b)
+}
+
 // observe builds the planner input from the inventory of every provider and
-// gossip membership.
-func (n *Node) observe(ctx context.Context, members map[string]Member, st State, now time.Time) (plan.Input, error) {
+// gossip membership. With a non-empty key equal to the last listing's and
+// that listing younger than ProviderListInterval, the inventory is the last
+// listing's; otherwise every provider is listed afresh.
+func (n *Node) observe(ctx context.Context, members map[string]Member, st State, now time.Time, key string) (plan.Input, error) {
 	ps := n.cfg.Providers
 	if len(ps) == 0 && n.cfg.Provider != nil {
 		name := "local"
@@ -193,13 +259,22 @@ func (n *Node) observe(ctx context.Context, members map[string]Member, st State,
 	for name, m := range members {
 		in.KnownGenerations[name] = max(in.KnownGenerations[name], m.Generation)
 	}
+	cached := key != "" && key == n.inv.key && n.cfg.ProviderListInterval > 0 && now.Sub(n.inv.at) < n.cfg.ProviderListInterval
+	if !cached {
+		inv := inventory{key: key, at: now, ms: map[string][]providers.Machine{}}
+		for _, pn := range names {
+			ms, err := ps[pn].List(ctx, n.cfg.Cluster)
+			if err != nil {
+				n.inv = inventory{}
+				return in, fmt.Errorf("list machines of provider %s: %w", pn, err)
+			}
+			inv.ms[pn] = ms
+		}
+		n.inv = inv
+	}
 	for _, pn := range names {
 		in.Capabilities[pn] = providers.CapabilitiesOf(ps[pn])
-		ms, err := ps[pn].List(ctx, n.cfg.Cluster)
-		if err != nil {
-			return in, fmt.Errorf("list machines of provider %s: %w", pn, err)
-		}
-		for _, mc := range ms {
+		for _, mc := range n.inv.ms[pn] {
 			if mc.Name == "" {
 				mc.Name = providers.NodeName(mc.Role, mc.Slot)
 			}

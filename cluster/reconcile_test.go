@@ -225,3 +225,67 @@ func TestNode_Reconciler_WithPlanAndExecutor(t *testing.T) {
 	}
 	t.Logf("recorded steps: %v", actions)
 }
+
+// countingProvider counts List calls, to see how often the reconciler
+// takes inventory.
+type countingProvider struct {
+	*testProvider
+	lists atomic.Int64
+}
+
+func (p *countingProvider) List(ctx context.Context, cluster string) ([]providers.Machine, error) {
+	p.lists.Add(1)
+	return p.testProvider.List(ctx, cluster)
+}
+
+// TestNode_Reconciler_ListsProviderWhenSomethingChanged: in a steady
+// cluster the leader plans from its last inventory for up to
+// ProviderListInterval instead of listing the provider every tick (a cloud
+// API's hourly budget); a member dying lists afresh at once, and the dead
+// node is still rebuilt.
+func TestNode_Reconciler_ListsProviderWhenSomethingChanged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	spec := &lang.Config{
+		Cluster:   &lang.Cluster{Name: "test", Provider: "test"},
+		Providers: map[string]*lang.Provider{"test": {Name: "test", Type: "test"}},
+		Roles:     []*lang.Role{{Name: "web", Count: 3, Provider: "test", Fencing: lang.Fencing{Method: "provider"}}},
+	}
+	cp := &countingProvider{testProvider: e.prov}
+	ex := &plan.Executor{Providers: map[string]providers.Provider{"test": e.prov}, Cluster: "test"}
+	mod := func(c *Config) {
+		c.Planner = func(in plan.Input) []plan.Step { return plan.Plan(in).Steps }
+		c.Spec = func() *lang.Config { return spec }
+		c.Providers = map[string]providers.Provider{"test": cp}
+		c.Execute = func(ctx context.Context, s plan.Step) error { return ex.Execute(ctx, []plan.Step{s}) }
+		c.ProviderListInterval = 2 * time.Second
+	}
+	e.prov.onCreate = func(req providers.CreateRequest) {
+		c := e.fastConfig(req.Name(), req.Role, req.Slot, req.Generation)
+		mod(&c)
+		e.start(c)
+	}
+	nodes := e.startCluster("web", 3, mod)
+	l := waitLeader(t, nodes)
+	eventually(t, "three voters", func() bool { return len(l.Status().Voters) == 3 })
+	// Tick is 100 ms: listing every tick would be ~30 lists in 3 s; a
+	// steady leader lists about twice (a new term lists again).
+	before := cp.lists.Load()
+	time.Sleep(3 * time.Second)
+	if n := cp.lists.Load() - before; n > 10 {
+		t.Errorf("a steady leader listed the provider %d times in 3 s at a 100 ms tick with a 2 s list interval", n)
+	} else {
+		t.Logf("%d lists in 3 s of a steady cluster", n)
+	}
+	var victim *testNode
+	for _, n := range nodes {
+		if n != l {
+			victim = n
+		}
+	}
+	victim.kill()
+	eventually(t, fmt.Sprintf("%s rebuilt and recovered", victim.Name()), func() bool {
+		r, ok := l.LogState().Rebuilds[victim.Name()]
+		return ok && r.State == RebuildDone && r.Generation == 2
+	})
+}
