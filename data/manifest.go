@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Entry types in a Manifest.
@@ -110,6 +112,13 @@ func Snapshot(ctx context.Context, dir string) (Manifest, error) {
 // (when not nil) of files whose size, mtime, inode and ctime are unchanged
 // since they were hashed.
 func snapshot(ctx context.Context, dir string, c *hashCache, alg string) (Manifest, error) {
+	return snapshotKeep(ctx, dir, c, alg, nil)
+}
+
+// snapshotKeep is snapshot keeping the content of the small files it
+// reads in keep (when not nil), so that a push sends them without reading
+// them again.
+func snapshotKeep(ctx context.Context, dir string, c *hashCache, alg string, keep *contentStash) (Manifest, error) {
 	alg = hashAlg(alg)
 	m := Manifest{Created: time.Now().UTC(), Hash: alg}
 	if !knownHash(alg) {
@@ -146,7 +155,7 @@ func snapshot(ctx context.Context, dir string, c *hashCache, alg string) (Manife
 		if err != nil {
 			return err
 		}
-		e, ok, err := c.entry(p, filepath.ToSlash(rel), alg)
+		e, ok, err := c.entry(p, filepath.ToSlash(rel), alg, keep)
 		if err != nil || !ok {
 			return err
 		}
@@ -165,12 +174,24 @@ func snapshot(ctx context.Context, dir string, c *hashCache, alg string) (Manife
 // false for types a snapshot skips (and for a file that vanished
 // meanwhile).
 func statEntry(p, rel, alg string) (Entry, bool, error) {
-	fi, err := os.Lstat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Entry{}, false, nil
-	}
-	if err != nil {
-		return Entry{}, false, err
+	e, _, ok, err := statEntryKeep(p, rel, alg, nil, nil)
+	return e, ok, err
+}
+
+// statEntryKeep is statEntry from fi, the Lstat of p when the caller has
+// it (nil: stat here). It also returns the stat key of a hashed file as
+// it was right after reading (for the hash cache; zero when unknown), and
+// keeps the content of a small file in keep when it has room.
+func statEntryKeep(p, rel, alg string, fi fs.FileInfo, keep *contentStash) (Entry, cachedHash, bool, error) {
+	if fi == nil {
+		var err error
+		fi, err = os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return Entry{}, cachedHash{}, false, nil
+		}
+		if err != nil {
+			return Entry{}, cachedHash{}, false, err
+		}
 	}
 	e := Entry{Path: rel, Mode: fi.Mode().Perm(), MTime: fi.ModTime().UTC()}
 	switch {
@@ -178,65 +199,147 @@ func statEntry(p, rel, alg string) (Entry, bool, error) {
 		e.Type = TypeDir
 	case fi.Mode()&fs.ModeSymlink != 0:
 		e.Type = TypeSymlink
+		var err error
 		if e.Link, err = os.Readlink(p); err != nil {
-			return e, false, err
+			return e, cachedHash{}, false, err
 		}
 	case fi.Mode().IsRegular():
 		e.Type = TypeFile
-		return hashStable(p, e, alg)
+		return hashStable(p, e, alg, fi, keep)
 	default:
-		return e, false, nil
+		return e, cachedHash{}, false, nil
 	}
-	return e, true, nil
+	return e, cachedHash{}, true, nil
 }
 
 // hashStable hashes the file at p and retries while it changes under us.
-func hashStable(p string, e Entry, alg string) (Entry, bool, error) {
+// before is the Lstat of p made just before (nil: stat here). The file is
+// read once: the Lstat before opening it and an fstat of the open file
+// after reading it must agree on inode, size and mtime.
+func hashStable(p string, e Entry, alg string, before fs.FileInfo, keep *contentStash) (Entry, cachedHash, bool, error) {
 	for range snapshotRetries {
-		before, err := os.Lstat(p)
+		if before == nil {
+			var err error
+			before, err = os.Lstat(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				return e, cachedHash{}, false, nil
+			}
+			if err != nil {
+				return e, cachedHash{}, false, err
+			}
+		}
+		want := keep.wants(before.Size())
+		sum, n, after, content, err := readHash(p, alg, before.Size(), want)
 		if errors.Is(err, fs.ErrNotExist) {
-			return e, false, nil
+			return e, cachedHash{}, false, nil
 		}
 		if err != nil {
-			return e, false, err
+			return e, cachedHash{}, false, err
 		}
-		sum, n, err := hashFile(p, alg)
-		if errors.Is(err, fs.ErrNotExist) {
-			return e, false, nil
-		}
-		if err != nil {
-			return e, false, err
-		}
-		after, err := os.Lstat(p)
-		if err != nil {
-			continue
-		}
-		if n == before.Size() && after.Size() == before.Size() && after.ModTime().Equal(before.ModTime()) && os.SameFile(before, after) {
+		b, ok := before.Sys().(*syscall.Stat_t)
+		if ok && n == before.Size() && after.Size == before.Size() && after.Mtim == unix.Timespec(b.Mtim) && after.Ino == b.Ino && after.Dev == b.Dev {
 			e.Size, e.Sum = n, sum
-			e.Mode, e.MTime = after.Mode().Perm(), after.ModTime().UTC()
-			return e, true, nil
+			e.Mode, e.MTime = fs.FileMode(after.Mode).Perm(), time.Unix(after.Mtim.Unix()).UTC()
+			k := cachedHash{alg: alg, size: after.Size, mtime: after.Mtim.Nano(), ctime: after.Ctim.Nano(), ino: after.Ino, sum: sum}
+			if content != nil {
+				keep.put(e, content)
+			}
+			return e, k, true, nil
 		}
+		before = nil
 	}
-	return e, false, fmt.Errorf("%s kept changing while it was read (%d attempts)", p, snapshotRetries)
+	return e, cachedHash{}, false, fmt.Errorf("%s kept changing while it was read (%d attempts)", p, snapshotRetries)
 }
 
 // hashFile returns the hex digest under alg and the length of the file
 // at p.
 func hashFile(p, alg string) (string, int64, error) {
+	sum, n, _, _, err := readHash(p, alg, 0, false)
+	return sum, n, err
+}
+
+// openRaw opens p read-only with open(2) itself: a descriptor os.Open
+// returns is first offered to Go's poller, which costs four fcntl calls
+// and a failing epoll_ctl per regular file (the poller does not take
+// them). It returns a blocking descriptor; the caller closes it.
+func openRaw(p string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Open(p, flags|unix.O_CLOEXEC, mode)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: p, Err: err}
+		}
+		return fd, nil
+	}
+}
+
+// openFileRaw is openRaw as an *os.File (os.NewFile costs one fcntl and
+// does not register the descriptor with the poller).
+func openFileRaw(p string, flags int, mode uint32) (*os.File, error) {
+	fd, err := openRaw(p, flags, mode)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// readHash reads the file at p and returns its digest under alg, its
+// length, an fstat of it taken after reading, and, when keep is set and
+// the file is still size bytes long, its content.
+func readHash(p, alg string, size int64, keep bool) (string, int64, unix.Stat_t, []byte, error) {
+	var st unix.Stat_t
 	h, err := newHash(alg)
 	if err != nil {
-		return "", 0, err
+		return "", 0, st, nil, err
 	}
-	f, err := os.Open(p)
+	fd, err := openRaw(p, unix.O_RDONLY, 0)
 	if err != nil {
-		return "", 0, err
+		return "", 0, st, nil, err
 	}
-	defer f.Close()
-	n, err := copyHash(h, f)
-	if err != nil {
-		return "", 0, err
+	defer unix.Close(fd)
+	var content, buf []byte
+	if keep {
+		// One byte more, to see a file that grew.
+		content = make([]byte, size+1)
+		buf = content
+	} else {
+		bp := smallPool.Get().(*[]byte)
+		defer smallPool.Put(bp)
+		buf = *bp
 	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+	var n int64
+	for {
+		off := 0
+		if keep {
+			off = int(n)
+			if off == len(buf) {
+				// Grew past the buffer: the size check fails anyway.
+				keep, content = false, nil
+				off = 0
+			}
+		}
+		m, err := unix.Read(fd, buf[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return "", 0, st, nil, &fs.PathError{Op: "read", Path: p, Err: err}
+		}
+		if m == 0 {
+			break
+		}
+		h.Write(buf[off : off+m])
+		n += int64(m)
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", 0, st, nil, &fs.PathError{Op: "fstat", Path: p, Err: err}
+	}
+	if content != nil {
+		content = content[:n]
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, st, content, nil
 }
 
 // localPath converts a manifest path to a path under root, refusing paths
@@ -259,7 +362,7 @@ func validHash(s string) bool {
 	return err == nil
 }
 
-func openFile(p string) (*os.File, error) { return os.Open(p) }
+func openFile(p string) (*os.File, error) { return openFileRaw(p, unix.O_RDONLY, 0) }
 
 // hashCache remembers file hashes between snapshots of one directory, so a
 // replica that snapshots every interval re-reads only what changed (the
@@ -292,13 +395,19 @@ func statKey(fi fs.FileInfo) (cachedHash, bool) {
 	return cachedHash{size: fi.Size(), mtime: fi.ModTime().UnixNano(), ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec, ino: st.Ino}, true
 }
 
-// entry is statEntry with the cache consulted and filled. The cache holds
-// one algorithm's hash per path; asking for another re-hashes.
-func (c *hashCache) entry(p, rel, alg string) (Entry, bool, error) {
-	if c == nil {
-		return statEntry(p, rel, alg)
+// entry is statEntry with the cache consulted and filled, keeping the
+// content of small files it reads in keep (when not nil and with room).
+// The cache holds one algorithm's hash per path; asking for another
+// re-hashes.
+func (c *hashCache) entry(p, rel, alg string, keep *contentStash) (Entry, bool, error) {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Entry{}, false, nil
 	}
-	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+	if err != nil {
+		return Entry{}, false, err
+	}
+	if c != nil && fi.Mode().IsRegular() {
 		if k, ok := statKey(fi); ok {
 			c.mu.Lock()
 			h, hit := c.m[rel]
@@ -309,18 +418,13 @@ func (c *hashCache) entry(p, rel, alg string) (Entry, bool, error) {
 			}
 		}
 	}
-	e, ok, err := statEntry(p, rel, alg)
-	if err != nil || !ok || e.Type != TypeFile {
+	e, k, ok, err := statEntryKeep(p, rel, alg, fi, keep)
+	if c == nil || err != nil || !ok || e.Type != TypeFile || k.alg == "" {
 		return e, ok, err
 	}
-	if fi, err := os.Lstat(p); err == nil {
-		if k, ok := statKey(fi); ok && k.size == e.Size && k.mtime == e.MTime.UnixNano() {
-			k.sum, k.alg = e.Sum, alg
-			c.mu.Lock()
-			c.m[rel] = k
-			c.mu.Unlock()
-		}
-	}
+	c.mu.Lock()
+	c.m[rel] = k
+	c.mu.Unlock()
 	return e, ok, nil
 }
 

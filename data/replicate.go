@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoReplica is wrapped by a sync Write that no second replica
@@ -36,6 +38,96 @@ const (
 	smallPushWorkers = 64
 	smallFileSize    = 1 << 20
 )
+
+// pushKeepBytes bounds the content of small files (under smallFileSize)
+// that a push keeps in memory from its snapshot, where each is read and
+// hashed, to its upload, which sends that same buffer instead of reading
+// the file again. Files past the budget are read again when sent.
+var pushKeepBytes int64 = 64 << 20
+
+// contentStash holds file contents read by a snapshot, by path, within a
+// byte budget. Safe for concurrent use; a nil stash keeps nothing.
+type contentStash struct {
+	mu   sync.Mutex
+	left int64
+	m    map[string]keptContent
+}
+
+type keptContent struct {
+	e Entry
+	b []byte
+}
+
+func newContentStash(budget int64) *contentStash {
+	return &contentStash{left: budget, m: map[string]keptContent{}}
+}
+
+// wants reports whether a file of size bytes should be kept.
+func (s *contentStash) wants(size int64) bool {
+	if s == nil || size >= smallFileSize {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return size+1 <= s.left
+}
+
+// put keeps b, the content of e, if the budget allows.
+func (s *contentStash) put(e Entry, b []byte) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.m[e.Path]; ok {
+		s.left += int64(cap(old.b))
+		delete(s.m, e.Path)
+	}
+	if int64(cap(b)) > s.left {
+		return
+	}
+	s.left -= int64(cap(b))
+	s.m[e.Path] = keptContent{e: e, b: b}
+}
+
+// take removes and returns the content kept for e, or nil when none was
+// kept for that very version (path, size, mtime and digest).
+func (s *contentStash) take(e Entry) []byte {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.m[e.Path]
+	if !ok {
+		return nil
+	}
+	delete(s.m, e.Path)
+	s.left += int64(cap(k.b))
+	if k.e.Size != e.Size || !k.e.MTime.Equal(e.MTime) || k.e.Sum != e.Sum {
+		return nil
+	}
+	return k.b
+}
+
+// retain drops the contents of paths not in list.
+func (s *contentStash) retain(list []Entry) {
+	if s == nil {
+		return
+	}
+	want := make(map[string]bool, len(list))
+	for _, e := range list {
+		want[e.Path] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, k := range s.m {
+		if !want[p] {
+			s.left += int64(cap(k.b))
+			delete(s.m, p)
+		}
+	}
+}
 
 // ReplicatorOptions configure a Replicator.
 type ReplicatorOptions struct {
@@ -309,7 +401,8 @@ type PushStats struct {
 func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 	var ps PushStats
 	_, addr := peerAddr(peer)
-	local, err := snapshot(ctx, r.o.Dir, r.cache, DefaultHash)
+	keep := newContentStash(pushKeepBytes)
+	local, err := snapshotKeep(ctx, r.o.Dir, r.cache, DefaultHash, keep)
 	if err != nil {
 		return ps, err
 	}
@@ -325,7 +418,8 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		if !knownHash(alg) {
 			return ps, fmt.Errorf("push to %s: peer hashes with unknown algorithm %q", peer, alg)
 		}
-		if local, err = snapshot(ctx, r.o.Dir, r.cache, alg); err != nil {
+		keep = newContentStash(pushKeepBytes)
+		if local, err = snapshotKeep(ctx, r.o.Dir, r.cache, alg, keep); err != nil {
 			return ps, err
 		}
 	}
@@ -356,6 +450,7 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		planned[e.Sum] = true
 		uploads = append(uploads, e)
 	}
+	keep.retain(uploads)
 	var mu sync.Mutex
 	var errs []error
 	run1 := func(list []Entry, workers int, f func(Entry) (int64, error), count *int) {
@@ -402,7 +497,7 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		run1(small, smallPushWorkers, f, count)
 		run1(large, pushWorkers, f, count)
 	}
-	run(uploads, func(e Entry) (int64, error) { return r.upload(ctx, addr, alg, e) }, &ps.Sent)
+	run(uploads, func(e Entry) (int64, error) { return r.upload(ctx, addr, alg, e, keep.take(e)) }, &ps.Sent)
 	run(copies, func(e Entry) (int64, error) {
 		from, ok := remoteByHash[e.Sum]
 		if !ok {
@@ -457,12 +552,16 @@ func pathOfHash(list []Entry, h string) string {
 }
 
 // upload sends a file, resuming a large one the peer has partly received.
-func (r *Replicator) upload(ctx context.Context, addr, alg string, e Entry) (int64, error) {
+// kept, when not nil, is the file's content as the snapshot read it.
+func (r *Replicator) upload(ctx context.Context, addr, alg string, e Entry, kept []byte) (int64, error) {
+	if kept != nil {
+		return e.Size, r.store(ctx, addr, alg, e, bytes.NewReader(kept), 0, false)
+	}
 	p, err := localPath(r.o.Dir, e.Path)
 	if err != nil {
 		return 0, err
 	}
-	f, err := os.Open(p)
+	f, err := openFileRaw(p, unix.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}

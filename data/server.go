@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -308,10 +309,14 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	} else {
 		// Beside its destination: concurrent stores spread over the
 		// directories instead of all creating and renaming in one.
-		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-			return err
+		f, err = createTemp(filepath.Dir(dst), internalPrefix+"recv-")
+		if errors.Is(err, fs.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+				return err
+			}
+			f, err = createTemp(filepath.Dir(dst), internalPrefix+"recv-")
 		}
-		if f, err = os.CreateTemp(filepath.Dir(dst), internalPrefix+"recv-*"); err != nil {
+		if err != nil {
 			return err
 		}
 		sp.offset = 0
@@ -332,7 +337,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 		if err != nil {
 			return httpError{http.StatusBadRequest, "bad from"}
 		}
-		sf, err := os.Open(src)
+		sf, err := openFileRaw(src, unix.O_RDONLY, 0)
 		if err != nil {
 			return httpError{http.StatusNotFound, sp.from + ": not found"}
 		}
@@ -370,8 +375,12 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rel string) error {
 	if err := os.Chtimes(pp, sp.mtime, sp.mtime); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		return err
+	if sp.resume && r.Method == http.MethodPut {
+		// The partial file is not beside dst, whose directory may not
+		// exist yet.
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return err
+		}
 	}
 	// Made durable, renamed into place and made durable again by the
 	// group commit, together with the stores received meanwhile.
@@ -408,6 +417,8 @@ type commitReq struct {
 	sp       storeParams
 	renamed  bool // set by the committer: tmp is now dst
 	done     chan error
+	dev      uint64 // the filesystem of f, once known (devKnown)
+	devKnown bool
 }
 
 // commit queues c and waits until it is committed or has failed.
@@ -455,7 +466,7 @@ func (s *Server) commitBatch(batch []*commitReq) {
 			c.done <- err
 			continue
 		}
-		if err := os.Rename(c.tmp, c.dst); err != nil {
+		if err := rename(c.tmp, c.dst); err != nil {
 			c.done <- err
 			continue
 		}
@@ -480,7 +491,7 @@ func (s *Server) commitOne(c *commitReq) error {
 		os.Remove(c.tmp)
 		return err
 	}
-	if err := os.Rename(c.tmp, c.dst); err != nil {
+	if err := rename(c.tmp, c.dst); err != nil {
 		return err
 	}
 	c.renamed = true
@@ -494,14 +505,17 @@ func (s *Server) commitOne(c *commitReq) error {
 func syncFilesystems(batch []*commitReq) error {
 	seen := map[uint64]bool{}
 	for _, c := range batch {
-		st, err := c.f.Stat()
-		if err != nil {
-			return err
+		if !c.devKnown {
+			st, err := c.f.Stat()
+			if err != nil {
+				return err
+			}
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+				c.dev = uint64(sys.Dev)
+			}
+			c.devKnown = true
 		}
-		dev := uint64(0)
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			dev = uint64(sys.Dev)
-		}
+		dev := c.dev
 		if seen[dev] {
 			continue
 		}
@@ -567,5 +581,29 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, rel string) erro
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// createTemp creates a new file named prefix and a random number in dir,
+// opened read-write with mode 0600, like os.CreateTemp but without
+// offering the descriptor to Go's poller (see openRaw).
+func createTemp(dir, prefix string) (*os.File, error) {
+	for range 10000 {
+		p := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		f, err := openFileRaw(p, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return f, err
+	}
+	return nil, &fs.PathError{Op: "createtemp", Path: filepath.Join(dir, prefix+"*"), Err: fs.ErrExist}
+}
+
+// rename is rename(2). os.Rename first stats newname to refuse replacing
+// a directory, which rename(2) refuses by itself (EISDIR).
+func rename(oldname, newname string) error {
+	if err := unix.Rename(oldname, newname); err != nil {
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: err}
+	}
 	return nil
 }

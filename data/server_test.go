@@ -2,6 +2,7 @@ package data
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -177,5 +178,32 @@ func TestServer_LoneStore_CorruptRefused(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("x holds %v, want only one", names)
+	}
+}
+
+func TestCreateTemp_NewPrivateFiles(t *testing.T) {
+	dir := t.TempDir()
+	f1, err := createTemp(dir, internalPrefix+"recv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f1.Close()
+	f2, err := createTemp(dir, internalPrefix+"recv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	if f1.Name() == f2.Name() || filepath.Dir(f1.Name()) != dir || !strings.HasPrefix(filepath.Base(f1.Name()), internalPrefix+"recv-") {
+		t.Fatalf("temporary files %s and %s", f1.Name(), f2.Name())
+	}
+	if _, err := f1.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(f1.Name())
+	if err != nil || st.Mode().Perm() != 0o600 || st.Size() != 1 {
+		t.Fatalf("stat %s: %v, %v", f1.Name(), st, err)
+	}
+	if _, err := createTemp(filepath.Join(dir, "missing"), "x"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing directory: err = %v, want not exist", err)
 	}
 }
