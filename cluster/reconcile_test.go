@@ -178,40 +178,11 @@ func TestNode_Reconciler_RebuildSurvivesLeaderCrash(t *testing.T) {
 func TestNode_Reconciler_WithPlanAndExecutor(t *testing.T) {
 	t.Parallel() // nodes mostly wait on timers; each test has its own keyring and CA
 	e := newEnv(t)
-	spec := &lang.Config{
-		Cluster:   &lang.Cluster{Name: "test", Provider: "test"},
-		Providers: map[string]*lang.Provider{"test": {Name: "test", Type: "test"}},
-		Roles:     []*lang.Role{{Name: "web", Count: 3, Provider: "test", Fencing: lang.Fencing{Method: "provider"}}},
-	}
-	ex := &plan.Executor{Providers: map[string]providers.Provider{"test": e.prov}, Cluster: "test"}
-	mod := func(c *Config) {
-		c.Planner = func(in plan.Input) []plan.Step { return plan.Plan(in).Steps }
-		c.Spec = func() *lang.Config { return spec }
-		c.Providers = map[string]providers.Provider{"test": e.prov}
-		c.Execute = func(ctx context.Context, s plan.Step) error { return ex.Execute(ctx, []plan.Step{s}) }
-	}
-	e.prov.onCreate = func(req providers.CreateRequest) {
-		c := e.fastConfig(req.Name(), req.Role, req.Slot, req.Generation)
-		mod(&c)
-		e.start(c)
-	}
-	nodes := e.startCluster("web", 3, mod)
-	l := waitLeader(t, nodes)
-	eventually(t, "three voters", func() bool { return len(l.Status().Voters) == 3 })
+	nodes, l := startPlannedWeb(t, e, e.prov, nil)
 	if st := l.Status(); len(st.Rebuilds) != 0 {
 		t.Fatalf("healthy cluster has rebuilds: %+v", st.Rebuilds)
 	}
-	var victim *testNode
-	for _, n := range nodes {
-		if n != l {
-			victim = n
-		}
-	}
-	victim.kill()
-	eventually(t, fmt.Sprintf("%s rebuilt by the planner's steps and recovered", victim.Name()), func() bool {
-		r, ok := l.LogState().Rebuilds[victim.Name()]
-		return ok && r.State == RebuildDone && r.Generation == 2
-	})
+	victim := killFollowerUntilRebuilt(t, nodes, l)
 	rb := l.LogState().Rebuilds[victim.Name()]
 	var actions []plan.Action
 	for _, s := range rb.Steps {
@@ -246,28 +217,8 @@ func (p *countingProvider) List(ctx context.Context, cluster string) ([]provider
 func TestNode_Reconciler_ListsProviderWhenSomethingChanged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	spec := &lang.Config{
-		Cluster:   &lang.Cluster{Name: "test", Provider: "test"},
-		Providers: map[string]*lang.Provider{"test": {Name: "test", Type: "test"}},
-		Roles:     []*lang.Role{{Name: "web", Count: 3, Provider: "test", Fencing: lang.Fencing{Method: "provider"}}},
-	}
 	cp := &countingProvider{testProvider: e.prov}
-	ex := &plan.Executor{Providers: map[string]providers.Provider{"test": e.prov}, Cluster: "test"}
-	mod := func(c *Config) {
-		c.Planner = func(in plan.Input) []plan.Step { return plan.Plan(in).Steps }
-		c.Spec = func() *lang.Config { return spec }
-		c.Providers = map[string]providers.Provider{"test": cp}
-		c.Execute = func(ctx context.Context, s plan.Step) error { return ex.Execute(ctx, []plan.Step{s}) }
-		c.ProviderListInterval = 2 * time.Second
-	}
-	e.prov.onCreate = func(req providers.CreateRequest) {
-		c := e.fastConfig(req.Name(), req.Role, req.Slot, req.Generation)
-		mod(&c)
-		e.start(c)
-	}
-	nodes := e.startCluster("web", 3, mod)
-	l := waitLeader(t, nodes)
-	eventually(t, "three voters", func() bool { return len(l.Status().Voters) == 3 })
+	nodes, l := startPlannedWeb(t, e, cp, func(c *Config) { c.ProviderListInterval = 2 * time.Second })
 	// Tick is 100 ms: listing every tick would be ~30 lists in 3 s; a
 	// steady leader lists about twice (a new term lists again).
 	before := cp.lists.Load()
@@ -277,6 +228,45 @@ func TestNode_Reconciler_ListsProviderWhenSomethingChanged(t *testing.T) {
 	} else {
 		t.Logf("%d lists in 3 s of a steady cluster", n)
 	}
+	killFollowerUntilRebuilt(t, nodes, l)
+}
+
+// startPlannedWeb starts three web nodes that reconcile with the real
+// planner and executor of package plan, as the agent does in production,
+// listing machines through listed (e.prov or a wrapper of it), and waits
+// for a leader with three voters. extra, when set, adjusts each config.
+func startPlannedWeb(t *testing.T, e *env, listed providers.Provider, extra func(*Config)) ([]*testNode, *testNode) {
+	t.Helper()
+	spec := &lang.Config{
+		Cluster:   &lang.Cluster{Name: "test", Provider: "test"},
+		Providers: map[string]*lang.Provider{"test": {Name: "test", Type: "test"}},
+		Roles:     []*lang.Role{{Name: "web", Count: 3, Provider: "test", Fencing: lang.Fencing{Method: "provider"}}},
+	}
+	ex := &plan.Executor{Providers: map[string]providers.Provider{"test": e.prov}, Cluster: "test"}
+	mod := func(c *Config) {
+		c.Planner = func(in plan.Input) []plan.Step { return plan.Plan(in).Steps }
+		c.Spec = func() *lang.Config { return spec }
+		c.Providers = map[string]providers.Provider{"test": listed}
+		c.Execute = func(ctx context.Context, s plan.Step) error { return ex.Execute(ctx, []plan.Step{s}) }
+		if extra != nil {
+			extra(c)
+		}
+	}
+	e.prov.onCreate = func(req providers.CreateRequest) {
+		c := e.fastConfig(req.Name(), req.Role, req.Slot, req.Generation)
+		mod(&c)
+		e.start(c)
+	}
+	nodes := e.startCluster("web", 3, mod)
+	l := waitLeader(t, nodes)
+	eventually(t, "three voters", func() bool { return len(l.Status().Voters) == 3 })
+	return nodes, l
+}
+
+// killFollowerUntilRebuilt kills a node other than the leader l and waits
+// until l's log shows its slot rebuilt at generation 2 and recovered.
+func killFollowerUntilRebuilt(t *testing.T, nodes []*testNode, l *testNode) *testNode {
+	t.Helper()
 	var victim *testNode
 	for _, n := range nodes {
 		if n != l {
@@ -284,8 +274,9 @@ func TestNode_Reconciler_ListsProviderWhenSomethingChanged(t *testing.T) {
 		}
 	}
 	victim.kill()
-	eventually(t, fmt.Sprintf("%s rebuilt and recovered", victim.Name()), func() bool {
+	eventually(t, fmt.Sprintf("%s rebuilt by the planner's steps and recovered", victim.Name()), func() bool {
 		r, ok := l.LogState().Rebuilds[victim.Name()]
 		return ok && r.State == RebuildDone && r.Generation == 2
 	})
+	return victim
 }
