@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -412,6 +413,8 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		return ps, fmt.Errorf("push to %s: %w", peer, err)
 	}
 	alg := remote.Alg()
+	// A peer older than the algorithm field is older than batches too.
+	canBatch := alg == local.Alg()
 	if alg != local.Alg() {
 		// An older peer hashes with SHA-256 only: compare and send in its
 		// algorithm.
@@ -497,7 +500,18 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		run1(small, smallPushWorkers, f, count)
 		run1(large, pushWorkers, f, count)
 	}
-	run(uploads, func(e Entry) (int64, error) { return r.upload(ctx, addr, alg, e, keep.take(e)) }, &ps.Sent)
+	// Small files go in batches (POST /v1/batch), a few batches in
+	// flight; a peer without the endpoint gets them one PUT each.
+	var batchable, single []Entry
+	for _, e := range uploads {
+		if canBatch && e.Size < batchMaxFile {
+			batchable = append(batchable, e)
+		} else {
+			single = append(single, e)
+		}
+	}
+	single = append(single, r.pushBatches(ctx, addr, alg, batchable, keep, &mu, &ps, &errs)...)
+	run(single, func(e Entry) (int64, error) { return r.upload(ctx, addr, alg, e, keep.take(e)) }, &ps.Sent)
 	run(copies, func(e Entry) (int64, error) {
 		from, ok := remoteByHash[e.Sum]
 		if !ok {
@@ -531,6 +545,86 @@ func (r *Replicator) Push(ctx context.Context, peer string) (PushStats, error) {
 		return ps, fmt.Errorf("push to %s: %d failed: %w", peer, len(errs), errors.Join(errs...))
 	}
 	return ps, nil
+}
+
+// pushBatches sends list in batches, batchesInFlight at a time, and
+// counts the outcomes in ps and errs (under mu) as single uploads would.
+// It returns the files left to send one by one: all of them once the
+// peer answers that it has no batch endpoint (their kept content is put
+// back into keep).
+func (r *Replicator) pushBatches(ctx context.Context, addr, alg string, list []Entry, keep *contentStash, mu *sync.Mutex, ps *PushStats, errs *[]error) []Entry {
+	work := make(chan []Entry)
+	var (
+		wg       sync.WaitGroup
+		noBatch  atomic.Bool
+		fallback []Entry
+	)
+	for range batchesInFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				if noBatch.Load() {
+					mu.Lock()
+					fallback = append(fallback, b...)
+					mu.Unlock()
+					continue
+				}
+				bes := make([]batchEntry, len(b))
+				for i, e := range b {
+					bes[i] = batchEntry{e: e, kept: keep.take(e)}
+				}
+				res, err := r.storeBatch(ctx, addr, alg, bes)
+				mu.Lock()
+				switch {
+				case errors.Is(err, errNoBatch):
+					noBatch.Store(true)
+					for _, be := range bes {
+						if be.kept != nil {
+							keep.put(be.e, be.kept)
+						}
+					}
+					fallback = append(fallback, b...)
+				case err != nil:
+					for _, e := range b {
+						*errs = append(*errs, fmt.Errorf("%s: %w", e.Path, err))
+					}
+				default:
+					for i, e := range b {
+						switch err := res[i]; {
+						case errors.Is(err, errPeerNewer):
+							ps.Skipped++
+						case err != nil:
+							*errs = append(*errs, fmt.Errorf("%s: %w", e.Path, err))
+						default:
+							ps.Sent++
+							ps.SentBytes += e.Size
+						}
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	var cur []Entry
+	var curBytes int64
+	for _, e := range list {
+		if ctx.Err() != nil {
+			break
+		}
+		if len(cur) > 0 && (len(cur) == batchMaxFiles || curBytes+e.Size > batchMaxBytes) {
+			work <- cur
+			cur, curBytes = nil, 0
+		}
+		cur = append(cur, e)
+		curBytes += e.Size
+	}
+	if len(cur) > 0 && ctx.Err() == nil {
+		work <- cur
+	}
+	close(work)
+	wg.Wait()
+	return fallback
 }
 
 // newer reports whether a is a newer version than b: a later mtime, or

@@ -34,6 +34,12 @@ import (
 //	                                 store a file (body from offset)
 //	POST   /v1/copy/<path>?from=&hash=&sum=&size=&mode=&mtime=[&force=1]
 //	                                 store a file from a local copy
+//	POST   /v1/batch?hash=ALG        store several small files, each a
+//	                                 record: JSON header line {path, sum,
+//	                                 size, mode, mtime[, force]} then size
+//	                                 bytes; replies a JSON array of
+//	                                 {status, error}, one per record (see
+//	                                 batch.go)
 //	DELETE /v1/file/<path>?mtime=    delete, unless the local file is newer
 //
 // Hash algorithms: the manifest is hashed with ALG (HashBLAKE2b or
@@ -135,6 +141,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = s.partial(w, strings.TrimPrefix(r.URL.Path, "/v1/partial/"))
 	case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/file/"):
 		err = s.put(w, r, strings.TrimPrefix(r.URL.Path, "/v1/file/"))
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/batch":
+		err = s.batch(w, r)
 	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/copy/"):
 		err = s.put(w, r, strings.TrimPrefix(r.URL.Path, "/v1/copy/"))
 	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v1/file/"):
@@ -431,6 +439,21 @@ func (s *Server) commit(c *commitReq) error {
 	}
 	s.cmu.Unlock()
 	return <-c.done
+}
+
+// commitAll queues every store of cs in one go (one group commit when
+// none runs); each is answered on its done channel.
+func (s *Server) commitAll(cs []*commitReq) {
+	if len(cs) == 0 {
+		return
+	}
+	s.cmu.Lock()
+	s.pending = append(s.pending, cs...)
+	if !s.committing {
+		s.committing = true
+		go s.drain()
+	}
+	s.cmu.Unlock()
 }
 
 // drain commits queued stores, a batch at a time, until none is left.
