@@ -64,7 +64,10 @@ type batchStatus struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// validateStore checks what parseStore checks of a store's parameters.
+// validateStore checks a store's parameters, from a PUT's query
+// (parseStore) or a batch record's header: a path inside the data
+// directory and outside hactl's own files, a known hash algorithm, a
+// digest, a size.
 func validateStore(sp storeParams) error {
 	bad := func(what string) error { return httpError{http.StatusBadRequest, "bad " + what} }
 	if _, err := localPath("/", sp.rel); err != nil || strings.HasPrefix(sp.rel, internalPrefix) || strings.Contains("/"+sp.rel, "/"+internalPrefix) {

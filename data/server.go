@@ -256,17 +256,11 @@ func parseStore(r *http.Request, rel string) (storeParams, error) {
 	}
 	var err error
 	bad := func(what string) error { return httpError{http.StatusBadRequest, "bad " + what} }
-	if _, err = localPath("/", rel); err != nil || strings.HasPrefix(rel, internalPrefix) || strings.Contains("/"+rel, "/"+internalPrefix) {
-		return sp, bad("path")
-	}
-	if !knownHash(sp.alg) {
-		return sp, bad("hash algorithm")
-	}
-	if !validHash(sp.sum) {
-		return sp, bad("content digest")
-	}
-	if sp.size, err = strconv.ParseInt(q.Get("size"), 10, 64); err != nil || sp.size < 0 {
+	if sp.size, err = strconv.ParseInt(q.Get("size"), 10, 64); err != nil {
 		return sp, bad("size")
+	}
+	if err := validateStore(sp); err != nil {
+		return sp, err
 	}
 	mode, err := strconv.ParseUint(q.Get("mode"), 8, 32)
 	if err != nil {
@@ -431,13 +425,7 @@ type commitReq struct {
 
 // commit queues c and waits until it is committed or has failed.
 func (s *Server) commit(c *commitReq) error {
-	s.cmu.Lock()
-	s.pending = append(s.pending, c)
-	if !s.committing {
-		s.committing = true
-		go s.drain()
-	}
-	s.cmu.Unlock()
+	s.commitAll([]*commitReq{c})
 	return <-c.done
 }
 
