@@ -24,16 +24,21 @@ var errNoLeader = fmt.Errorf("no leader that reconciles")
 // being the leader before it finished.
 var errLeaderChanged = errors.New("leadership changed during the apply")
 
-// awaitLeader waits (up to 30 s) until the cluster names a leader with
+// leaderlessWait is how long apply waits for a leader when the cluster's
+// control plane answers without one, before it executes the plan itself:
+// several election rounds (1-2 s each) on a loaded machine.
+const leaderlessWait = 10 * time.Second
+
+// awaitLeader waits (up to wait) until the cluster names a leader with
 // quorum again and returns its id.
-func awaitLeader(ctx context.Context, obs []plan.Observed) (string, error) {
-	deadline := time.Now().Add(30 * time.Second)
+func awaitLeader(ctx context.Context, obs []plan.Observed, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
 	for {
 		if _, cs := controlStatus(ctx, obs); cs != nil && cs.Leader != "" && cs.Quorum {
 			return cs.Leader, nil
 		}
 		if time.Now().After(deadline) {
-			return "", errors.New("no leader with quorum answered for 30 s after the leadership changed; run apply again")
+			return "", fmt.Errorf("no leader with quorum answered for %s after the leadership changed; run apply again", wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -51,10 +56,26 @@ func awaitLeader(ctx context.Context, obs []plan.Observed) (string, error) {
 func applyThroughLeader(ctx context.Context, w *workspace, obs []plan.Observed, commit string, res plan.Result) (map[string]providers.MachineID, error) {
 	g := w.g
 	_, cs := controlStatus(ctx, obs)
-	if cs == nil || cs.Leader == "" || !cs.Quorum {
+	if cs == nil {
 		return nil, errNoLeader
 	}
 	leader := cs.Leader
+	if leader == "" || !cs.Quorum {
+		// A control plane answers but names no leader with quorum: most
+		// often an election or a leadership hand-off under way (a leader
+		// that holds a VIP hands leadership on by design). Executing here
+		// then could race the next leader's reconciler, so wait a few
+		// election rounds for one; only a cluster that stays without a
+		// leader is applied from here, as before.
+		l, err := awaitLeader(ctx, obs, leaderlessWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, errNoLeader
+		}
+		leader = l
+	}
 	for attempt := 0; ; attempt++ {
 		addr := leaderAddress(obs, leader)
 		if addr == "" {
@@ -105,7 +126,7 @@ func applyThroughLeader(ctx context.Context, w *workspace, obs []plan.Observed, 
 			if !g.jsonOut {
 				fmt.Fprintf(g.stdout, "%v; asking the new leader.\n", err)
 			}
-			if leader, err = awaitLeader(ctx, obs); err != nil {
+			if leader, err = awaitLeader(ctx, obs, 30*time.Second); err != nil {
 				return nil, err
 			}
 			continue
