@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -195,14 +194,7 @@ func startCountingReplica(t *testing.T, ca *testCA, name string, noBatch bool) (
 		}
 		srv.ServeHTTP(w, r)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h, TLSConfig: st}
-	go hs.ServeTLS(ln, "", "")
-	t.Cleanup(func() { hs.Close() })
-	return &replica{dir: dir, addr: ln.Addr().String(), client: ct}, func() map[string]int {
+	return &replica{dir: dir, addr: serveTLS(t, h, st), client: ct}, func() map[string]int {
 		mu.Lock()
 		defer mu.Unlock()
 		out := map[string]int{}
@@ -257,13 +249,17 @@ func checkSame(t *testing.T, a, b string, want map[string]string) {
 	}
 }
 
-func TestPush_Batches_RoundTrip(t *testing.T) {
+// pushSmallTree pushes n small files and one large one from a new replica
+// to a counting one (refusing batches like an older peer when noBatch),
+// checks that every file arrived intact, and returns the replicas, the
+// replicator and the requests the peer saw.
+func pushSmallTree(t *testing.T, n int, noBatch bool) (a, b *replica, r *Replicator, requests map[string]int) {
+	t.Helper()
 	ca := newTestCA(t)
-	a := startReplica(t, ca, "a", "127.0.0.1:0")
-	b, counts := startCountingReplica(t, ca, "b", false)
-	const n = 150
+	a = startReplica(t, ca, "a", "127.0.0.1:0")
+	b, counts := startCountingReplica(t, ca, "b", noBatch)
 	want := smallTree(t, a.dir, n)
-	r := NewReplicator(ReplicatorOptions{Dir: a.dir, TLS: a.client})
+	r = NewReplicator(ReplicatorOptions{Dir: a.dir, TLS: a.client})
 	t.Cleanup(r.Close)
 	ps, err := r.Push(context.Background(), b.addr)
 	if err != nil {
@@ -273,7 +269,11 @@ func TestPush_Batches_RoundTrip(t *testing.T) {
 		t.Errorf("sent %d, want %d", ps.Sent, n+1)
 	}
 	checkSame(t, a.dir, b.dir, want)
-	c := counts()
+	return a, b, r, counts()
+}
+
+func TestPush_Batches_RoundTrip(t *testing.T) {
+	a, b, r, c := pushSmallTree(t, 150, false)
 	// 150 files of 0.3-17 KiB: at least 3 batches of at most 64 files.
 	if c["POST /v1/batch"] < 3 || c["PUT /v1/file"] != 1 {
 		t.Errorf("requests %v: want batches for the small files and one PUT for the large one", c)
@@ -284,7 +284,7 @@ func TestPush_Batches_RoundTrip(t *testing.T) {
 	os.WriteFile(filepath.Join(a.dir, "d0/f000"), []byte("older on a"), 0o640)
 	past := time.Now().Add(-time.Hour)
 	os.Chtimes(filepath.Join(a.dir, "d0/f000"), past, past)
-	ps, err = r.Push(context.Background(), b.addr)
+	ps, err := r.Push(context.Background(), b.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,22 +320,8 @@ func TestPush_Batches_ConflictInBatchCounted(t *testing.T) {
 }
 
 func TestPush_Batches_FallBackToPut(t *testing.T) {
-	ca := newTestCA(t)
-	a := startReplica(t, ca, "a", "127.0.0.1:0")
-	b, counts := startCountingReplica(t, ca, "b", true)
 	const n = 100
-	want := smallTree(t, a.dir, n)
-	r := NewReplicator(ReplicatorOptions{Dir: a.dir, TLS: a.client})
-	t.Cleanup(r.Close)
-	ps, err := r.Push(context.Background(), b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ps.Sent != n+1 {
-		t.Errorf("sent %d, want %d", ps.Sent, n+1)
-	}
-	checkSame(t, a.dir, b.dir, want)
-	c := counts()
+	_, _, _, c := pushSmallTree(t, n, true)
 	if c["POST /v1/batch"] < 1 || c["PUT /v1/file"] != n+1 {
 		t.Errorf("requests %v: want a refused batch then one PUT per file", c)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -221,19 +220,13 @@ func TestPush_OlderSHA256Peer_Negotiates(t *testing.T) {
 		r.URL.RawQuery = q.Encode()
 		srv.ServeHTTP(w, r)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: old, TLSConfig: st}
-	go hs.ServeTLS(ln, "", "")
-	t.Cleanup(func() { hs.Close() })
+	addr := serveTLS(t, old, st)
 
 	files := map[string]string{"x": "one", "y/z": "two", "dup": "one"}
 	writeTree(t, a.dir, files)
 	r := NewReplicator(ReplicatorOptions{Dir: a.dir, TLS: a.client})
 	t.Cleanup(r.Close)
-	ps, err := r.Push(context.Background(), ln.Addr().String())
+	ps, err := r.Push(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +237,7 @@ func TestPush_OlderSHA256Peer_Negotiates(t *testing.T) {
 		t.Errorf("older peer holds %v, want %v", got, files)
 	}
 	// A second push finds nothing to send: the SHA-256 manifests compare.
-	if ps, err := r.Push(context.Background(), ln.Addr().String()); err != nil || ps.Sent+ps.Copied != 0 {
+	if ps, err := r.Push(context.Background(), addr); err != nil || ps.Sent+ps.Copied != 0 {
 		t.Errorf("second push = %+v, %v; want nothing sent", ps, err)
 	}
 }

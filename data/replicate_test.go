@@ -12,6 +12,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,6 +96,20 @@ func startReplica(t *testing.T, ca *testCA, name, addr string) *replica {
 	rp := &replica{dir: dir, client: ct}
 	rp.serve(t, st, addr)
 	return rp
+}
+
+// serveTLS serves h over TLS on a loopback port until the test ends and
+// returns its address: a peer wrapped to count or refuse requests.
+func serveTLS(t *testing.T, h http.Handler, st *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h, TLSConfig: st}
+	go hs.ServeTLS(ln, "", "")
+	t.Cleanup(func() { hs.Close() })
+	return ln.Addr().String()
 }
 
 func (rp *replica) serve(t *testing.T, st *tls.Config, addr string) {
