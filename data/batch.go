@@ -16,8 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Batch stores (POST /v1/batch?hash=ALG). The body is a sequence of
@@ -288,12 +286,8 @@ func (r *Replicator) storeBatch(ctx context.Context, addr, alg string, list []ba
 	}
 	out := make([]error, len(list))
 	for i, s := range st {
-		switch {
-		case s.Status/100 == 2:
-		case s.Status == http.StatusConflict:
-			out[i] = fmt.Errorf("%w: %s", errPeerNewer, s.Error)
-		default:
-			out[i] = fmt.Errorf("store in batch: %d %s: %s", s.Status, http.StatusText(s.Status), s.Error)
+		if s.Status/100 != 2 {
+			out[i] = storeError("store in batch", s.Status, s.Error)
 		}
 	}
 	return out, nil
@@ -307,7 +301,7 @@ func readSmall(dir string, e Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := openFileRaw(p, unix.O_RDONLY, 0)
+	f, err := openFile(p)
 	if err != nil {
 		return nil, err
 	}

@@ -18,8 +18,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // ErrNoReplica is wrapped by a sync Write that no second replica
@@ -352,10 +350,17 @@ func (r *Replicator) do(req *http.Request) error {
 		return nil
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode == http.StatusConflict {
-		return fmt.Errorf("%w: %s", errPeerNewer, strings.TrimSpace(string(msg)))
+	return storeError(req.Method+" "+req.URL.Path, resp.StatusCode, strings.TrimSpace(string(msg)))
+}
+
+// storeError is the error of a store the peer refused with status: one
+// that wraps errPeerNewer for 409 (the peer's copy is newer, skipped),
+// else one naming what was asked. Shared by single stores and batches.
+func storeError(what string, status int, msg string) error {
+	if status == http.StatusConflict {
+		return fmt.Errorf("%w: %s", errPeerNewer, msg)
 	}
-	return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, strings.TrimSpace(string(msg)))
+	return fmt.Errorf("%s: %d %s: %s", what, status, http.StatusText(status), msg)
 }
 
 func fileURL(addr, prefix, rel string) string {
@@ -655,7 +660,7 @@ func (r *Replicator) upload(ctx context.Context, addr, alg string, e Entry, kept
 	if err != nil {
 		return 0, err
 	}
-	f, err := openFileRaw(p, unix.O_RDONLY, 0)
+	f, err := openFile(p)
 	if err != nil {
 		return 0, err
 	}
