@@ -383,6 +383,17 @@ func holdsVIP(st State, m Member) bool {
 	return false
 }
 
+// confirmLeader returns nil only if r still leads with a quorum of voters,
+// proven by committing a barrier. raft's VerifyLeader is not enough: it
+// counts every replication peer's heartbeat acknowledgement, non-voters
+// included (hashicorp/raft 1.7), so a stale leader cut off from the other
+// voters but still reaching a non-voter passes it. The barrier commits
+// only with a majority of voters; otherwise it fails when the leader
+// steps down (within the lease) or at timeout.
+func confirmLeader(r *raft.Raft, timeout time.Duration) error {
+	return r.Barrier(timeout).Error()
+}
+
 // fence cuts member m off through the provider and records the confirmed
 // fence. It waits FenceDelay×(own slot−1) first and then re-verifies that
 // this node still leads, so of two would-be fencers the lower slot acts.
@@ -394,7 +405,7 @@ func (n *Node) fence(ctx context.Context, r *raft.Raft, m Member, reason string)
 		case <-time.After(d):
 		}
 	}
-	if err := r.VerifyLeader().Error(); err != nil {
+	if err := confirmLeader(r, 4*n.cfg.LeaderLeaseTimeout); err != nil {
 		return fmt.Errorf("fence %s: not leader after fence delay: %w", m.Name, err)
 	}
 	vs, err := voters(r)
