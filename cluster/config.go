@@ -72,28 +72,31 @@ type Config struct {
 	GossipInterval      time.Duration // 100ms
 	DeadNodeReclaimTime time.Duration // 5s: a rebuilt slot may rejoin under its name after this
 
-	// Raft tuning. HeartbeatTimeout is how long a follower waits without
-	// hearing from the leader before it calls an election (randomised up to
-	// 2×).
-	HeartbeatTimeout   time.Duration // 1s
-	ElectionTimeout    time.Duration // 1s
-	LeaderLeaseTimeout time.Duration // 500ms
+	// Raft tuning. HeartbeatTimeout is how long a follower of a leader that
+	// gossip still sees alive waits without hearing from it before it calls
+	// an election (randomised up to 2×): the backstop for a leader cut off on
+	// the raft port alone. A follower whose leader gossip declares dead, and
+	// a node that knows no leader, run with LeaderLeaseTimeout instead, so
+	// the usual election starts about a lease after the last heartbeat (see
+	// Node.tuneHeartbeat).
+	HeartbeatTimeout   time.Duration // 2s
+	ElectionTimeout    time.Duration // 2s
+	LeaderLeaseTimeout time.Duration // 1.5s
 	// LeaderHeartbeatTimeout is the heartbeat timeout raft runs with while
 	// this node leads. hashicorp/raft derives the leader's heartbeat period
 	// from its own HeartbeatTimeout (one every HeartbeatTimeout/10, randomised
 	// up to 2×), so the node switches to this value on becoming leader and
-	// back on losing leadership: the leader sends a heartbeat every 200–400 ms
-	// instead of 100–200 ms, while followers still call an election after
-	// HeartbeatTimeout. Its 2×/10 must stay under LeaderLeaseTimeout and at
+	// back on losing leadership: the leader sends each follower a heartbeat
+	// every 500 ms-1 s. Its 2×/10 must stay under LeaderLeaseTimeout and at
 	// most HeartbeatTimeout/2 (a follower hears at least two heartbeats before
-	// it may time out). 0 keeps HeartbeatTimeout. 2s.
+	// it may time out). 0 keeps HeartbeatTimeout. 5s.
 	LeaderHeartbeatTimeout time.Duration
 	// CommitTimeout: an idle leader sends every follower an AppendEntries at
-	// this period (randomised up to 2×) on top of the heartbeats
-	// (HeartbeatTimeout/10); it is also how late a follower may learn that
-	// the last entry committed when nothing follows it, which is why the
-	// leader follows every record with an empty commit marker. 1s (raft's
-	// default is 50ms); see docs/performance.md.
+	// this period (randomised up to 2×) on top of the heartbeats; it is also
+	// how late a follower may learn that the last entry committed when
+	// nothing follows it, which is why the leader follows every record with
+	// an empty commit marker. 3s (raft's default is 50ms); see
+	// docs/performance.md.
 	CommitTimeout     time.Duration
 	SnapshotThreshold uint64 // 1024 log entries between snapshots
 
@@ -220,11 +223,11 @@ func DefaultConfig() Config {
 		IndirectChecks:         3,
 		GossipInterval:         100 * time.Millisecond,
 		DeadNodeReclaimTime:    5 * time.Second,
-		HeartbeatTimeout:       time.Second,
-		ElectionTimeout:        time.Second,
-		LeaderLeaseTimeout:     500 * time.Millisecond,
-		LeaderHeartbeatTimeout: 2 * time.Second,
-		CommitTimeout:          time.Second,
+		HeartbeatTimeout:       2 * time.Second,
+		ElectionTimeout:        2 * time.Second,
+		LeaderLeaseTimeout:     1500 * time.Millisecond,
+		LeaderHeartbeatTimeout: 5 * time.Second,
+		CommitTimeout:          3 * time.Second,
 		SnapshotThreshold:      1024,
 		Tick:                   500 * time.Millisecond,
 		SelfFenceTimeout:       10 * time.Second,
@@ -282,8 +285,6 @@ func (c *Config) validate() error {
 	if lh := c.LeaderHeartbeatTimeout; lh != 0 {
 		gap := 2 * lh / 10 // the longest wait between two heartbeats of a leader
 		switch {
-		case lh < c.HeartbeatTimeout:
-			errs = append(errs, fmt.Errorf("raft leader heartbeat timeout %s is shorter than the heartbeat timeout %s", lh, c.HeartbeatTimeout))
 		case gap >= c.LeaderLeaseTimeout:
 			errs = append(errs, fmt.Errorf("raft leader heartbeat timeout %s lets heartbeats lapse %s, not under the leader lease timeout %s", lh, gap, c.LeaderLeaseTimeout))
 		case gap > c.HeartbeatTimeout/2:

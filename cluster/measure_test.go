@@ -37,6 +37,8 @@ func measureRuns(t *testing.T, def int) int {
 // marks the killed node dead) and leader failover with DefaultConfig timings
 // on loopback: 3 nodes, the leader killed, HACTL_MEASURE_RUNS times (5).
 // It only runs with HACTL_MEASURE=1; figures go to docs/performance.md.
+// HACTL_MEASURE_LOGS=1 prints the cluster log of runs whose failover took
+// over 2 s.
 func TestNode_Measure_DefaultTimings(t *testing.T) {
 	if os.Getenv("HACTL_MEASURE") == "" {
 		t.Skip("measurement only: set HACTL_MEASURE=1")
@@ -87,6 +89,9 @@ func TestNode_Measure_DefaultTimings(t *testing.T) {
 				return dead > 0 && lead > 0
 			})
 			deads, leads = append(deads, dead), append(leads, lead)
+			if os.Getenv("HACTL_MEASURE_LOGS") != "" && lead > 2*time.Second {
+				t.Logf("kill at %s\n%s", k.Format("15:04:05.000"), e.logs.String())
+			}
 			t.Logf("run %d: dead on all survivors after %v; new leader with quorum after %v", i, dead.Round(10*time.Millisecond), lead.Round(10*time.Millisecond))
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -46,6 +47,11 @@ type Node struct {
 	snaps     raft.SnapshotStore
 	ran       atomic.Bool
 	inv       inventory // the reconciler's last provider listing (control loop only)
+	// electing: raft runs with the short election timeouts (see
+	// tuneHeartbeat). Set by startRaft, then owned by the control loop.
+	electing    bool
+	electWake   *time.Timer   // wakes the control loop when a dead leader has been quiet for a lease
+	electJitter time.Duration // added to that lease, drawn once per dead leader
 
 	mu       sync.Mutex // guards the fields below
 	meta     nodeMeta
@@ -287,8 +293,9 @@ func (n *Node) startGossip() (*memberlist.Memberlist, error) {
 func (n *Node) raftConfig() *raft.Config {
 	rc := raft.DefaultConfig()
 	rc.LocalID = serverID(n.cfg.Name, n.cfg.Generation)
-	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
-	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	// A starting node knows no leader yet: it runs with the short election
+	// timeouts until it hears from one (tuneHeartbeat).
+	rc.HeartbeatTimeout, rc.ElectionTimeout = n.electionTimeouts()
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
 	if n.cfg.CommitTimeout > 0 {
 		rc.CommitTimeout = n.cfg.CommitTimeout
@@ -331,6 +338,7 @@ func (n *Node) startRaft(s raft.StreamLayer, recoverAlone bool) error {
 	n.mu.Lock()
 	n.r, n.fsm = r, f
 	n.mu.Unlock()
+	n.electing = true
 	return nil
 }
 
@@ -383,17 +391,53 @@ func (n *Node) controlLoop(ctx context.Context) {
 	}
 }
 
-// tuneHeartbeat runs raft with LeaderHeartbeatTimeout while this node leads
-// and with HeartbeatTimeout otherwise (see Config.LeaderHeartbeatTimeout). It
-// is level-based and cheap when nothing changes; the control loop calls it
-// on every pass and at once when raft reports a leadership change.
+// tuneHeartbeat sets raft's heartbeat and election timeouts for the part
+// this node plays. It runs on every control-loop pass, at once when raft
+// reports a leadership change and when gossip declares a member dead.
+//   - Leading: LeaderHeartbeatTimeout, from which raft derives the heartbeat
+//     period (one every LeaderHeartbeatTimeout/10, randomised up to 2×).
+//   - Following a leader that gossip declares dead, or whose slot gossip
+//     knows in a newer generation, and that has been quiet for a lease (plus
+//     a random fifth of one, so that two followers do not switch together): the
+//     short election timeouts (LeaderLeaseTimeout, the least raft accepts).
+//     A reload that shortens the heartbeat timeout makes raft compare its
+//     last contact with it at once, so the election starts a lease after
+//     the last heartbeat instead of HeartbeatTimeout (randomised up to 2×)
+//     after it. A leader that is only suspect, or a false death while
+//     heartbeats still arrive, changes nothing.
+//   - Knowing no leader (starting, or an election under way): the short
+//     timeouts stay as they were set, without reloads.
+//   - Following a leader that is alive: HeartbeatTimeout and ElectionTimeout,
+//     the backstop when gossip cannot tell (raft cut off, gossip fine).
 func (n *Node) tuneHeartbeat(r *raft.Raft) {
-	if n.cfg.LeaderHeartbeatTimeout == 0 {
-		return
-	}
 	hb, el := n.cfg.HeartbeatTimeout, n.cfg.ElectionTimeout
 	if r.State() == raft.Leader {
-		hb, el = n.cfg.LeaderHeartbeatTimeout, max(el, n.cfg.LeaderHeartbeatTimeout)
+		n.electing = false
+		if n.cfg.LeaderHeartbeatTimeout > 0 {
+			hb, el = n.cfg.LeaderHeartbeatTimeout, max(el, n.cfg.LeaderHeartbeatTimeout)
+		}
+	} else if _, id := r.LeaderWithID(); id == "" {
+		if n.electing {
+			hb, el = n.electionTimeouts()
+		}
+	} else if !n.leaderGone(id) {
+		n.electing, n.electJitter = false, 0
+	} else {
+		if n.electJitter == 0 {
+			// Followers that heard the leader last at the same moment (it
+			// had just been elected) would otherwise switch together and
+			// split the vote; the later switch wins the election.
+			n.electJitter = time.Duration(1 + rand.Int64N(int64(n.cfg.LeaderLeaseTimeout/5)))
+		}
+		// Switch once the leader has been quiet for a lease: raft checks
+		// its last contact only when a reload shortens the heartbeat
+		// timeout, so the switch itself must find the contact old enough.
+		if quiet, after := time.Since(r.LastContact()), n.cfg.LeaderLeaseTimeout+n.electJitter; n.electing || quiet >= after {
+			n.electing = true
+			hb, el = n.electionTimeouts()
+		} else {
+			n.wakeAfter(after - quiet)
+		}
 	}
 	rc := r.ReloadableConfig()
 	if rc.HeartbeatTimeout == hb && rc.ElectionTimeout == el {
@@ -401,8 +445,36 @@ func (n *Node) tuneHeartbeat(r *raft.Raft) {
 	}
 	rc.HeartbeatTimeout, rc.ElectionTimeout = hb, el
 	if err := r.ReloadConfig(rc); err != nil {
-		n.log.Warn("raft heartbeat timeout", "want", hb, "err", err)
+		n.log.Warn("raft timeouts", "heartbeat", hb, "election", el, "err", err)
 	}
+}
+
+// wakeAfter runs the control loop's next pass after d (one pending timer;
+// control loop only).
+func (n *Node) wakeAfter(d time.Duration) {
+	if n.electWake == nil {
+		n.electWake = time.AfterFunc(d, n.wake)
+		return
+	}
+	n.electWake.Reset(d)
+}
+
+// electionTimeouts are the heartbeat and election timeouts of a node that
+// knows no live leader: LeaderLeaseTimeout for both, the shortest raft
+// accepts (validate keeps it at most HeartbeatTimeout).
+func (n *Node) electionTimeouts() (hb, el time.Duration) {
+	return n.cfg.LeaderLeaseTimeout, n.cfg.LeaderLeaseTimeout
+}
+
+// leaderGone reports whether gossip declares the raft leader id dead or gone,
+// or knows a newer generation of its slot.
+func (n *Node) leaderGone(id raft.ServerID) bool {
+	name, gen := parseServerID(id)
+	m, ok := n.ms.member(name)
+	if !ok {
+		return false
+	}
+	return m.Generation > gen || (m.Generation == gen && (m.State == StateDead || m.State == StateLeft))
 }
 
 // wake runs the control loop's next pass now instead of at the next tick: a

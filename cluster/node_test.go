@@ -133,34 +133,27 @@ func TestConfig_Validate(t *testing.T) {
 
 func TestConfig_Validate_RaftTimings(t *testing.T) {
 	e := newEnv(t)
+	d := DefaultConfig()
+	const s = time.Second
+	const ms = time.Millisecond
 	for _, tc := range []struct {
-		name                string
-		heartbeat, election time.Duration
-		lease               time.Duration
-		wantErr             string
+		name                       string
+		heartbeat, election, lease time.Duration
+		leaderHeartbeat            time.Duration
+		wantErr                    string
 	}{
-		{"defaults", time.Second, time.Second, 500 * time.Millisecond, ""},
-		{"heartbeat above election", 2 * time.Second, time.Second, 500 * time.Millisecond, "election timeout 1s is shorter than the heartbeat timeout 2s"},
-		{"lease above heartbeat", time.Second, time.Second, 2 * time.Second, "leader lease timeout 2s is longer than the heartbeat timeout 1s"},
-		{"both slower", 2 * time.Second, 2 * time.Second, 500 * time.Millisecond, ""},
-		{"leader heartbeat default", time.Second, time.Second, 500 * time.Millisecond, ""},
-		{"leader heartbeat off", time.Second, time.Second, 500 * time.Millisecond, ""},
-		{"leader heartbeat below follower's", time.Second, time.Second, 500 * time.Millisecond, "leader heartbeat timeout 500ms is shorter than the heartbeat timeout 1s"},
-		{"leader heartbeats lapse past the lease", time.Second, time.Second, 300 * time.Millisecond, "lets heartbeats lapse 400ms, not under the leader lease timeout 300ms"},
-		{"leader heartbeats lapse past half the follower's timeout", 700 * time.Millisecond, time.Second, 500 * time.Millisecond, "lets heartbeats lapse 400ms, more than half the heartbeat timeout 700ms"},
+		{"defaults", d.HeartbeatTimeout, d.ElectionTimeout, d.LeaderLeaseTimeout, d.LeaderHeartbeatTimeout, ""},
+		{"heartbeat above election", 2 * s, s, 500 * ms, 0, "election timeout 1s is shorter than the heartbeat timeout 2s"},
+		{"lease above heartbeat", s, s, 2 * s, 0, "leader lease timeout 2s is longer than the heartbeat timeout 1s"},
+		{"leader heartbeat off", s, s, 500 * ms, 0, ""},
+		{"leader heartbeats more often than the follower's timeout implies", 20 * s, 20 * s, 2 * s, 8 * s, ""},
+		{"leader heartbeats lapse past the lease", 3 * s, 3 * s, 900 * ms, 5 * s, "lets heartbeats lapse 1s, not under the leader lease timeout 900ms"},
+		{"leader heartbeats lapse past half the follower's timeout", 1900 * ms, 3 * s, 1500 * ms, 5 * s, "lets heartbeats lapse 1s, more than half the heartbeat timeout 1.9s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.fastConfig("web-1", "web", 1, 1)
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = tc.heartbeat, tc.election, tc.lease
-			c.LeaderHeartbeatTimeout = DefaultConfig().LeaderHeartbeatTimeout
-			switch tc.name {
-			case "leader heartbeat off":
-				c.LeaderHeartbeatTimeout = 0
-			case "leader heartbeat below follower's":
-				c.LeaderHeartbeatTimeout = 500 * time.Millisecond
-			case "both slower":
-				c.LeaderHeartbeatTimeout = 0
-			}
+			c.LeaderHeartbeatTimeout = tc.leaderHeartbeat
 			err := c.validate()
 			switch {
 			case tc.wantErr == "" && err != nil:
