@@ -26,7 +26,7 @@ var errLeaderChanged = errors.New("leadership changed during the apply")
 
 // leaderlessWait is how long apply waits for a leader when the cluster's
 // control plane answers without one, before it executes the plan itself:
-// several election rounds (1-2 s each) on a loaded machine.
+// several election rounds (1.5-3 s each) on a loaded machine.
 const leaderlessWait = 10 * time.Second
 
 // awaitLeader waits (up to wait) until the cluster names a leader with

@@ -160,9 +160,14 @@ func (w *workspace) vipHolders(ctx context.Context) map[string]string {
 }
 
 // controlStatus asks the agents of passing nodes, in order, for
-// /v1/cluster and returns the first answer.
+// /v1/cluster and returns the first answer that names a leader with quorum,
+// else the first answer. A node started a moment ago (a slot just rebuilt)
+// knows no leader and has no log yet; its view is the cluster's only when
+// no other node knows better.
 func controlStatus(ctx context.Context, obs []plan.Observed) (string, *agent.ClusterStatus) {
 	client := &http.Client{Timeout: 2 * time.Second}
+	var firstFrom string
+	var first *agent.ClusterStatus
 	for _, o := range obs {
 		if o.Health != plan.HealthPassing || o.Machine.Address == "" {
 			continue
@@ -178,11 +183,17 @@ func controlStatus(ctx context.Context, obs []plan.Observed) (string, *agent.Clu
 		var cs agent.ClusterStatus
 		err = json.NewDecoder(resp.Body).Decode(&cs)
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK && err == nil {
+		if resp.StatusCode != http.StatusOK || err != nil {
+			continue
+		}
+		if cs.Leader != "" && cs.Quorum {
 			return o.Machine.Name, &cs
 		}
+		if first == nil {
+			firstFrom, first = o.Machine.Name, &cs
+		}
 	}
-	return "", nil
+	return firstFrom, first
 }
 
 func renderControl(out io.Writer, from string, cs *agent.ClusterStatus) {
