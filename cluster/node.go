@@ -427,7 +427,7 @@ func (n *Node) tuneHeartbeat(r *raft.Raft) {
 			// Followers that heard the leader last at the same moment (it
 			// had just been elected) would otherwise switch together and
 			// split the vote; the later switch wins the election.
-			n.electJitter = time.Duration(1 + rand.Int64N(int64(n.cfg.LeaderLeaseTimeout/5)))
+			n.electJitter = time.Duration(1 + rand.Int64N(max(1, int64(n.cfg.LeaderLeaseTimeout/5))))
 		}
 		// Switch once the leader has been quiet for a lease: raft checks
 		// its last contact only when a reload shortens the heartbeat
