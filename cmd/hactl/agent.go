@@ -148,7 +148,10 @@ writes the user-data files under DIR/root, and runs with DIR/root as root.`,
 				}
 				return nil
 			}
-			return a.Run(cmd.Context())
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			go (&agent.Procs{Logger: log}).Run(ctx)
+			return a.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -330,6 +333,11 @@ func (c *control) run(ctx context.Context, a *agent.Agent) error {
 	go func() {
 		defer wg.Done()
 		a.FollowMembers(ctx, c.node.View(), 200*time.Millisecond)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		(&agent.Procs{Logger: c.log}).Run(ctx)
 	}()
 	err := a.Run(ctx)
 	cancel()
