@@ -76,9 +76,9 @@ type Config struct {
 	// gossip still sees alive waits without hearing from it before it calls
 	// an election (randomised up to 2×): the backstop for a leader cut off on
 	// the raft port alone. A follower whose leader gossip declares dead, and
-	// a node that knows no leader, run with LeaderLeaseTimeout instead, so
-	// the usual election starts about a lease after the last heartbeat (see
-	// Node.tuneHeartbeat).
+	// a node that has not heard from a leader since it started, run with
+	// LeaderLeaseTimeout instead, so the usual election starts about a lease
+	// after the last heartbeat (see Node.tuneHeartbeat).
 	HeartbeatTimeout   time.Duration // 2s
 	ElectionTimeout    time.Duration // 2s
 	LeaderLeaseTimeout time.Duration // 1.5s
