@@ -36,6 +36,9 @@ type Procs struct {
 	cpu     func() time.Duration
 	lower   func()
 	restore func()
+
+	low      bool // GOMAXPROCS is 1
+	quietFor int  // quiet periods in a row
 }
 
 // Run samples until ctx is done and leaves the runtime's default in place
@@ -44,8 +47,8 @@ func (p *Procs) Run(ctx context.Context) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	g := p.governor()
-	t := time.NewTicker(g.every)
+	g := p.withDefaults()
+	t := time.NewTicker(g.Every)
 	defer t.Stop()
 	last, lastAt := g.cpu(), time.Now()
 	defer func() {
@@ -65,21 +68,21 @@ func (p *Procs) Run(ctx context.Context) {
 	}
 }
 
-// governor fills in the defaults.
-func (p *Procs) governor() *governor {
-	g := &governor{every: p.Every, raiseAt: p.RaiseAt, lowerBelow: p.LowerBelow, quiet: p.Quiet,
-		cpu: p.cpu, lower: p.lower, restore: p.restore, log: p.Logger}
-	if g.every <= 0 {
-		g.every = time.Second
+// withDefaults returns a copy with the defaults filled in and fresh state.
+func (p *Procs) withDefaults() *Procs {
+	g := *p
+	g.low, g.quietFor = false, 0
+	if g.Every <= 0 {
+		g.Every = time.Second
 	}
-	if g.raiseAt <= 0 {
-		g.raiseAt = 0.2
+	if g.RaiseAt <= 0 {
+		g.RaiseAt = 0.2
 	}
-	if g.lowerBelow <= 0 {
-		g.lowerBelow = 0.05
+	if g.LowerBelow <= 0 {
+		g.LowerBelow = 0.05
 	}
-	if g.quiet <= 0 {
-		g.quiet = 10
+	if g.Quiet <= 0 {
+		g.Quiet = 10
 	}
 	if g.cpu == nil {
 		g.cpu = processCPU
@@ -90,48 +93,35 @@ func (p *Procs) governor() *governor {
 	if g.restore == nil {
 		g.restore = runtime.SetDefaultGOMAXPROCS
 	}
-	if g.log == nil {
-		g.log = slog.New(slog.DiscardHandler)
+	if g.Logger == nil {
+		g.Logger = slog.New(slog.DiscardHandler)
 	}
-	return g
-}
-
-// governor is Procs' state machine, apart from the clock and the runtime.
-type governor struct {
-	every               time.Duration
-	raiseAt, lowerBelow float64
-	quiet               int
-	cpu                 func() time.Duration
-	lower, restore      func()
-	log                 *slog.Logger
-
-	low      bool // GOMAXPROCS is 1
-	quietFor int  // quiet periods in a row
+	return &g
 }
 
 // sample takes the CPU time used over one period of length elapsed.
-func (g *governor) sample(used, elapsed time.Duration) {
+func (p *Procs) sample(used, elapsed time.Duration) {
 	if elapsed <= 0 {
 		return
 	}
 	share := float64(used) / float64(elapsed)
 	switch {
-	case share >= g.raiseAt:
-		g.quietFor = 0
-		if g.low {
-			g.low = false
-			g.restore()
-			g.log.Debug("agent busy: GOMAXPROCS back to the default", "cpu", share)
+	case share >= p.RaiseAt:
+		p.quietFor = 0
+		if p.low {
+			p.low = false
+			p.restore()
+			p.Logger.Debug("agent busy: GOMAXPROCS back to the default", "cpu", share)
 		}
-	case share < g.lowerBelow:
-		g.quietFor++
-		if !g.low && g.quietFor >= g.quiet {
-			g.low = true
-			g.lower()
-			g.log.Debug("agent idle: GOMAXPROCS 1", "quiet_periods", g.quietFor)
+	case share < p.LowerBelow:
+		p.quietFor++
+		if !p.low && p.quietFor >= p.Quiet {
+			p.low = true
+			p.lower()
+			p.Logger.Debug("agent idle: GOMAXPROCS 1", "quiet_periods", p.quietFor)
 		}
 	default:
-		g.quietFor = 0
+		p.quietFor = 0
 	}
 }
 

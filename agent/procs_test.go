@@ -14,7 +14,7 @@ func TestProcsGovernor_LowersWhenQuietRaisesWhenBusy(t *testing.T) {
 		lower:   func() { calls = append(calls, "lower") },
 		restore: func() { calls = append(calls, "restore") },
 		cpu:     func() time.Duration { return 0 },
-	}).governor()
+	}).withDefaults()
 	sec := time.Second
 	idle, busy, middling := 8*time.Millisecond, 900*time.Millisecond, 100*time.Millisecond
 

@@ -122,9 +122,16 @@ writes the user-data files under DIR/root, and runs with DIR/root as root.`,
 				}
 				return err
 			}
+			ctx := cmd.Context()
+			if !once {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer cancel()
+				go (&agent.Procs{Logger: log}).Run(ctx)
+			}
 			if ctl != nil {
 				ctl.agent = a
-				return ctl.run(cmd.Context(), a)
+				return ctl.run(ctx, a)
 			}
 			if once {
 				// One cycle, then stop: services started by the supervisor
@@ -148,9 +155,6 @@ writes the user-data files under DIR/root, and runs with DIR/root as root.`,
 				}
 				return nil
 			}
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			go (&agent.Procs{Logger: log}).Run(ctx)
 			return a.Run(ctx)
 		},
 	}
@@ -333,11 +337,6 @@ func (c *control) run(ctx context.Context, a *agent.Agent) error {
 	go func() {
 		defer wg.Done()
 		a.FollowMembers(ctx, c.node.View(), 200*time.Millisecond)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		(&agent.Procs{Logger: c.log}).Run(ctx)
 	}()
 	err := a.Run(ctx)
 	cancel()
