@@ -62,14 +62,7 @@ func TestCompiled_MarshalBinary_RoundTrip(t *testing.T) {
 	if !c.OK() {
 		t.Fatalf("compile: %v", c.errs)
 	}
-	data, err := c.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := UnmarshalCompiled(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := roundTrip(t, c)
 	if diff := cmp.Diff(c.Decls, got.Decls, cmpopts.IgnoreFields(lang.ResourceDecl{}, "Body")); diff != "" {
 		t.Errorf("declarations differ (-compiled +decoded):\n%s", diff)
 	}
@@ -131,14 +124,7 @@ func TestUnmarshalCompiled_ManyDeclarations(t *testing.T) {
 	}
 	e := NewEngine(NewRegistry(valueKind()), Env{Root: t.TempDir()})
 	c := e.Compile(parse(t, src.String()), nil)
-	data, err := c.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := UnmarshalCompiled(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := roundTrip(t, c)
 	if len(got.Values) != len(c.Values) {
 		t.Fatalf("%d values, want %d", len(got.Values), len(c.Values))
 	}
@@ -251,14 +237,7 @@ resource "value" "c" { str = "three" }
 	if got := run(c); strings.Join(got, " ") != "flat:one new:-" {
 		t.Errorf("CompileFlat: built %v", got)
 	}
-	data, err := c.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := UnmarshalCompiled(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := roundTrip(t, c)
 	if d.Values[0] != cty.NilVal || d.Values[1].IsNull() || !d.Values[2].RawEquals(c.Values[2]) {
 		t.Errorf("decoded values %#v", d.Values)
 	}
@@ -290,4 +269,18 @@ func TestDecodeValue_NumberBounds(t *testing.T) {
 			t.Errorf("exponent %d, precision %d: decoded", f.MantExp(nil), f.Prec())
 		}
 	}
+}
+
+// roundTrip encodes c and decodes it again.
+func roundTrip(t *testing.T, c *Compiled) *Compiled {
+	t.Helper()
+	data, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalCompiled(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
