@@ -97,7 +97,17 @@ type Config struct {
 	// nothing follows it, which is why the leader follows every record with
 	// an empty commit marker. 3s (raft's default is 50ms); see
 	// docs/performance.md.
-	CommitTimeout     time.Duration
+	CommitTimeout time.Duration
+	// NonvoterHeartbeat is the period of the leader's heartbeats to
+	// non-voters. A non-voter counts for neither commits nor the lease, so
+	// the leader holds its heartbeats and sends them together on the next
+	// multiple of this period (one burst for all non-voters instead of one
+	// per non-voter every 0.5-1 s); a non-voter's raft heartbeat timeout is
+	// twice this, and it counts quorum while it heard the leader within
+	// twice this. The leader paces and the non-voter waits, so every node
+	// of a cluster needs the same value. 0 heartbeats non-voters like
+	// voters. 2s.
+	NonvoterHeartbeat time.Duration
 	SnapshotThreshold uint64 // 1024 log entries between snapshots
 
 	// Tick is the period of the node's control loop (quorum check, VIP
@@ -228,6 +238,7 @@ func DefaultConfig() Config {
 		LeaderLeaseTimeout:     1500 * time.Millisecond,
 		LeaderHeartbeatTimeout: 5 * time.Second,
 		CommitTimeout:          3 * time.Second,
+		NonvoterHeartbeat:      2 * time.Second,
 		SnapshotThreshold:      1024,
 		Tick:                   500 * time.Millisecond,
 		SelfFenceTimeout:       10 * time.Second,
@@ -241,6 +252,26 @@ func DefaultConfig() Config {
 		ProviderListInterval:   10 * time.Second,
 		MinUptime:              30 * time.Second,
 	}
+}
+
+// contactWindow is how long a follower counts quorum after it last heard
+// from the leader: twice the heartbeat timeout, and for a non-voter twice
+// the longer of that and NonvoterHeartbeat (it hears the leader less often).
+func (c *Config) contactWindow(nonvoter bool) time.Duration {
+	if nonvoter {
+		return 2 * max(c.HeartbeatTimeout, c.NonvoterHeartbeat)
+	}
+	return 2 * c.HeartbeatTimeout
+}
+
+// selfFencedAfter is how long after its death in gossip a member has
+// certainly self-fenced (when it could not be fenced from outside). Its
+// last contact with a leader can be up to a lease after the partition (a
+// leader cut off with it keeps heartbeating until its lease runs out); it
+// then counts quorum for its contact window, notices the loss on a tick,
+// waits SelfFenceTimeout and fences on the next tick.
+func (c *Config) selfFencedAfter() time.Duration {
+	return c.LeaderLeaseTimeout + c.contactWindow(true) + c.SelfFenceTimeout + 2*c.Tick
 }
 
 func (c *Config) validate() error {
@@ -267,6 +298,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is empty"))
+	}
+	if c.NonvoterHeartbeat < 0 {
+		errs = append(errs, fmt.Errorf("non-voter heartbeat %s is negative", c.NonvoterHeartbeat))
 	}
 	if c.ProviderListInterval < 0 {
 		errs = append(errs, fmt.Errorf("provider list interval %s is negative", c.ProviderListInterval))

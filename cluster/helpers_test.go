@@ -121,6 +121,7 @@ func (e *env) fastConfig(name, role string, slot, gen int) Config {
 	c.ElectionTimeout = 600 * time.Millisecond
 	c.LeaderLeaseTimeout = 300 * time.Millisecond
 	c.LeaderHeartbeatTimeout = 1200 * time.Millisecond // heartbeats every 120-240ms, under the 300ms lease
+	c.NonvoterHeartbeat = 300 * time.Millisecond       // non-voters: every 300ms, raft timeout 600ms, quorum window 1.2s
 	c.Tick = 100 * time.Millisecond
 	c.SelfFenceTimeout = 2 * time.Second
 	c.FailureTimeout = time.Second

@@ -223,6 +223,13 @@ func (n *Node) manageNonvoters(r *raft.Raft, members map[string]Member, now time
 		return
 	}
 	inConf := map[raft.ServerID]bool{}
+	nonvoters := map[raft.ServerID]bool{}
+	for _, s := range cf.Configuration().Servers {
+		if s.Suffrage == raft.Nonvoter {
+			nonvoters[s.ID] = true
+		}
+	}
+	n.pacer().setNonvoters(nonvoters)
 	for _, s := range cf.Configuration().Servers {
 		inConf[s.ID] = true
 		if s.Suffrage != raft.Nonvoter {
@@ -297,6 +304,9 @@ func (n *Node) changeVoters(r *raft.Raft, old raft.ServerID, m Member, why strin
 			return
 		}
 	}
+	// Its heartbeats count for the lease from the moment raft adds it; the
+	// next manageNonvoters paces it again if the addition fails.
+	n.pacer().unpace(id)
 	if err := r.AddVoter(id, raft.ServerAddress(m.RaftAddr), 0, 5*time.Second).Error(); err != nil {
 		n.log.Warn("add voter", "voter", id, "err", err)
 		return

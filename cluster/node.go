@@ -70,6 +70,7 @@ type Node struct {
 	noted    map[string]bool
 	planned  plannedAt // the reconciler's last plan (leader only)
 	lastShed time.Time // last leadership hand-off (LeaderAvoidsVIPs)
+	paced    *pacedTransport
 }
 
 // New validates cfg, opens the raft store and binds the gossip and raft
@@ -186,6 +187,13 @@ func (n *Node) updateMeta(f func(*nodeMeta)) {
 			n.log.Warn("gossip meta update", "err", err)
 		}
 	}
+}
+
+// pacer is the raft transport of the running raft.
+func (n *Node) pacer() *pacedTransport {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.paced
 }
 
 func (n *Node) raft() (*raft.Raft, *fsm) {
@@ -307,13 +315,13 @@ func (n *Node) raftConfig() *raft.Config {
 	return rc
 }
 
-func (n *Node) transport(s raft.StreamLayer) *raft.NetworkTransport {
+func (n *Node) transport(s raft.StreamLayer) *pacedTransport {
 	if n.cfg.WrapStream != nil {
 		s = n.cfg.WrapStream(s)
 	}
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	return newPacedTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: s, MaxPool: 3, Timeout: 5 * time.Second, Logger: n.hcLogger(),
-	})
+	}), n.cfg.NonvoterHeartbeat)
 }
 
 // startRaft starts raft on stream; with recover it first resets the voter
@@ -335,8 +343,9 @@ func (n *Node) startRaft(s raft.StreamLayer, recoverAlone bool) error {
 		tr.Close()
 		return fmt.Errorf("node %s raft: %w", n.cfg.Name, err)
 	}
+	tr.leads(func(term uint64) bool { return r.State() == raft.Leader && r.CurrentTerm() == term })
 	n.mu.Lock()
-	n.r, n.fsm = r, f
+	n.r, n.fsm, n.paced = r, f, tr
 	n.mu.Unlock()
 	n.electing = true
 	return nil
@@ -408,8 +417,10 @@ func (n *Node) controlLoop(ctx context.Context) {
 //   - Knowing no leader (starting, or an election under way): the short
 //     timeouts stay as they were set, without reloads.
 //   - Following a leader that is alive: HeartbeatTimeout and ElectionTimeout,
-//     the backstop when gossip cannot tell (raft cut off, gossip fine).
-func (n *Node) tuneHeartbeat(r *raft.Raft) {
+//     the backstop when gossip cannot tell (raft cut off, gossip fine); a
+//     non-voter, whose heartbeats come every NonvoterHeartbeat, waits twice
+//     that (it never calls an election; the timeout only ends its leader).
+func (n *Node) tuneHeartbeat(r *raft.Raft, nonvoter bool) {
 	hb, el := n.cfg.HeartbeatTimeout, n.cfg.ElectionTimeout
 	if r.State() == raft.Leader {
 		n.electing = false
@@ -422,6 +433,10 @@ func (n *Node) tuneHeartbeat(r *raft.Raft) {
 		}
 	} else if !n.leaderGone(id) {
 		n.electing, n.electJitter = false, 0
+		if nonvoter {
+			hb = max(hb, 2*n.cfg.NonvoterHeartbeat)
+			el = max(el, hb)
+		}
 	} else {
 		if n.electJitter == 0 {
 			// Followers that heard the leader last at the same moment (it
@@ -490,9 +505,10 @@ func (n *Node) wake() {
 // tick is one level-based pass: it looks at the world and acts on it.
 func (n *Node) tick(ctx context.Context) {
 	r, _ := n.raft()
-	n.tuneHeartbeat(r)
+	nonvoter := n.isNonvoter(r)
+	n.tuneHeartbeat(r, nonvoter)
 	now := time.Now()
-	quorum := n.checkQuorum(r, now)
+	quorum := n.checkQuorum(r, nonvoter, now)
 	n.watchdog(quorum, now)
 	n.maybeBootstrap(r)
 	n.claimVIPs(quorum)
@@ -503,17 +519,36 @@ func (n *Node) tick(ctx context.Context) {
 	}
 }
 
+// isNonvoter reports whether this node follows as a non-voter whose
+// heartbeats the leader paces (Config.NonvoterHeartbeat).
+func (n *Node) isNonvoter(r *raft.Raft) bool {
+	if n.cfg.NonvoterHeartbeat <= 0 || r.State() != raft.Follower {
+		return false
+	}
+	cf := r.GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	self := serverID(n.cfg.Name, n.cfg.Generation)
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == self {
+			return s.Suffrage == raft.Nonvoter
+		}
+	}
+	return false
+}
+
 // checkQuorum: a leader has quorum (raft steps a leader down once it cannot
 // reach a majority for LeaderLeaseTimeout); a follower has it while it hears
-// from a leader.
-func (n *Node) checkQuorum(r *raft.Raft, now time.Time) bool {
+// from a leader (within Config.contactWindow).
+func (n *Node) checkQuorum(r *raft.Raft, nonvoter bool, now time.Time) bool {
 	var q bool
 	switch r.State() {
 	case raft.Leader:
 		q = true
 	case raft.Follower:
 		addr, _ := r.LeaderWithID()
-		q = addr != "" && now.Sub(r.LastContact()) < 2*n.cfg.HeartbeatTimeout
+		q = addr != "" && now.Sub(r.LastContact()) < n.cfg.contactWindow(nonvoter)
 	}
 	n.mu.Lock()
 	n.quorum = q

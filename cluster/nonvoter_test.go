@@ -3,6 +3,7 @@ package cluster
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -82,4 +83,34 @@ func TestVoterSlots_SpreadOverRoles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNode_NonVoter_PacedHeartbeats: the leader holds a non-voter's
+// heartbeats to NonvoterHeartbeat (its last contact ages well past the
+// voters' 120-240 ms heartbeat period), and the non-voter, running with a
+// raft heartbeat timeout of twice that, keeps its leader and quorum.
+func TestNode_NonVoter_PacedHeartbeats(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const every = time.Second
+	paced := func(c *Config) { c.NonvoterHeartbeat = every }
+	voters := e.startCluster("db", 3, paced)
+	c := e.fastConfig("web-1", "web", 1, 1)
+	c.Voter = false
+	paced(&c)
+	w := e.start(c)
+	waitLeader(t, append(slices.Clone(voters), w))
+	eventually(t, "web-1 to follow as a paced non-voter", func() bool {
+		r, _ := w.raft()
+		return r.ReloadableConfig().HeartbeatTimeout == 2*every && w.Status().Quorum
+	})
+	var oldest time.Duration
+	for end := time.Now().Add(3 * every); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		r, _ := w.raft()
+		oldest = max(oldest, time.Since(r.LastContact()))
+	}
+	if oldest < every/2 {
+		t.Errorf("web-1's last contact was at most %s old over %s: its heartbeats were not paced to %s", oldest, 3*every, every)
+	}
+	eventually(t, "web-1 to keep its leader and quorum", func() bool { st := w.Status(); return st.Quorum && st.Leader != "" })
 }

@@ -200,8 +200,7 @@ func healthName(h plan.Health) string {
 // safelyGone: a member generation that is not alive may be treated as unable
 // to act when its fence is confirmed in the log, when the log records its
 // slot rebuilt as a newer generation, or when it has been dead for
-// longer than its watchdog needs to self-fence (SelfFenceTimeout plus the
-// time a follower keeps believing it has quorum, plus two ticks).
+// longer than its watchdog needs to self-fence (Config.selfFencedAfter).
 func (n *Node) safelyGone(st State, name string, gen int, deadSince time.Time, now time.Time) bool {
 	if _, ok := st.Fences[fmt.Sprintf("%s@%d", name, gen)]; ok {
 		return true
@@ -216,7 +215,7 @@ func (n *Node) safelyGone(st State, name string, gen int, deadSince time.Time, n
 	if deadSince.IsZero() || n.cfg.SelfFenceTimeout <= 0 {
 		return false
 	}
-	return now.Sub(deadSince) >= n.cfg.SelfFenceTimeout+2*n.cfg.HeartbeatTimeout+2*n.cfg.Tick
+	return now.Sub(deadSince) >= n.cfg.selfFencedAfter()
 }
 
 func (n *Node) applyVIP(r *raft.Raft, o VIPOwner, why string) {

@@ -37,3 +37,33 @@ func TestNode_SafelyGone_RebuiltSlot(t *testing.T) {
 		})
 	}
 }
+
+// A member that cannot be fenced from outside counts as gone only once its
+// own watchdog has certainly fired. Its last contact can be up to a lease
+// after the partition (a leader cut off on its side heartbeats it until the
+// lease runs out), then it counts quorum for its contact window (a
+// non-voter's is the longer one), then SelfFenceTimeout, each seen on a tick.
+func TestNode_SafelyGone_WaitsOutLeaseContactWindowAndWatchdog(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mod    func(*Config)
+		needed time.Duration
+	}{
+		{"defaults", func(*Config) {}, 1500*time.Millisecond + 4*time.Second + 10*time.Second + time.Second},
+		{"non-voters heartbeat every 3s", func(c *Config) { c.NonvoterHeartbeat = 3 * time.Second }, 1500*time.Millisecond + 6*time.Second + 10*time.Second + time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.mod(&c)
+			n := &Node{cfg: c}
+			st := State{Rebuilds: map[string]Rebuild{}, Fences: map[string]FenceRecord{}}
+			dead := time.Now()
+			if n.safelyGone(st, "lb-2", 1, dead, dead.Add(tc.needed-time.Millisecond)) {
+				t.Errorf("gone %s after its death, before its watchdog must have fired (%s)", tc.needed-time.Millisecond, tc.needed)
+			}
+			if !n.safelyGone(st, "lb-2", 1, dead, dead.Add(tc.needed)) {
+				t.Errorf("not gone %s after its death", tc.needed)
+			}
+		})
+	}
+}

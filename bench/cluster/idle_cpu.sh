@@ -22,6 +22,8 @@
 # machine). IDLE_ENV_<label>
 # holds extra environment (VAR=value ...) for that label's cluster (the
 # local provider passes its environment on to the node processes).
+# IDLE_SETTLE is how long to wait after apply before the first window
+# (seconds, default 20).
 # Usage: [IDLE_BINS=...] bench/cluster/idle_cpu.sh [WINDOW [COUNT [ROUNDS]]]
 #        (default 30 1 1; needs go, python3)
 set -euo pipefail
@@ -114,7 +116,7 @@ for round in $(seq 1 "$ROUNDS"); do
     envvar=IDLE_ENV_$label
     # shellcheck disable=SC2086 # word splitting of VAR=value pairs is intended
     env ${!envvar:-} "$bin" apply -auto-approve "$WORK/blog" >/dev/null
-    sleep 20
+    sleep "${IDLE_SETTLE:-20}"
     for i in $(seq 1 "$COUNT"); do
       LEADER=$("$bin" status -json "$WORK/blog" | python3 -c 'import json,sys; c=json.load(sys.stdin).get("control") or {}; print((c.get("leader") or "?").split("@")[0])')
       echo "== $label round $round window $i of $COUNT ($WINDOW s), load: $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%H:%M:%S) UTC"
