@@ -225,13 +225,13 @@ func (n *Node) manageNonvoters(r *raft.Raft, members map[string]Member, now time
 	inConf := map[raft.ServerID]bool{}
 	nonvoters := map[raft.ServerID]bool{}
 	for _, s := range cf.Configuration().Servers {
+		inConf[s.ID] = true
 		if s.Suffrage == raft.Nonvoter {
 			nonvoters[s.ID] = true
 		}
 	}
 	n.pacer().setNonvoters(nonvoters)
 	for _, s := range cf.Configuration().Servers {
-		inConf[s.ID] = true
 		if s.Suffrage != raft.Nonvoter {
 			continue
 		}

@@ -37,9 +37,10 @@ type pacedTransport struct {
 	mu         sync.Mutex
 	slow       map[raft.ServerID]bool // current non-voters (leader only)
 	changed    chan struct{}          // closed and replaced when slow changes
-	closed     chan struct{}
-	shut       bool
 	stillLeads func(term uint64) bool // nil until raft runs
+
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 func newPacedTransport(t raftTransport, every time.Duration) *pacedTransport {
@@ -84,12 +85,7 @@ func (p *pacedTransport) leads(f func(term uint64) bool) {
 
 // Close releases held heartbeats and closes the transport.
 func (p *pacedTransport) Close() error {
-	p.mu.Lock()
-	if !p.shut {
-		p.shut = true
-		close(p.closed)
-	}
-	p.mu.Unlock()
+	p.closeOnce.Do(func() { close(p.closed) })
 	return p.raftTransport.Close()
 }
 
@@ -97,12 +93,14 @@ func (p *pacedTransport) Close() error {
 // every, then sends it unless this node stopped leading meanwhile.
 func (p *pacedTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if p.every > 0 && isHeartbeat(args) && p.hold(id) {
-		p.mu.Lock()
-		leads, shut := p.stillLeads, p.shut
-		p.mu.Unlock()
-		if shut {
+		select {
+		case <-p.closed:
 			return raft.ErrTransportShutdown
+		default:
 		}
+		p.mu.Lock()
+		leads := p.stillLeads
+		p.mu.Unlock()
 		// A heartbeat sent after the step-down would make the follower
 		// believe it still hears a leader (quorum) past the leader's lease,
 		// which the self-fence timing (safelyGone) must not allow.
